@@ -1,0 +1,47 @@
+"""Record -> flat OTel attributes (semantic-convention names; primitives only, never None).
+
+Loki stores every log attribute as structured metadata with dots turned into underscores
+(``http.route`` -> ``http_route``). The full table is in docs/log-schema.md.
+"""
+
+from __future__ import annotations
+
+from opentelemetry.util.types import AttributeValue
+
+from otel_flask_monitor.record import RequestRecord
+
+
+def request_attributes(record: RequestRecord) -> dict[str, AttributeValue]:
+    """The HTTP attributes shared by the server span and the log record."""
+    candidates: dict[str, AttributeValue | None] = {
+        "http.request.method": record.method,
+        "http.route": record.route,
+        "url.path": record.path,
+        "url.query": record.query or None,
+        "url.scheme": record.scheme,
+        "http.response.status_code": record.status_code,
+        "http.request.body.size": record.request_size,
+        "http.response.body.size": record.response_size,
+        "http.response.header.content-type": record.content_type,
+        "client.address": record.client_address,
+        "user_agent.original": record.user_agent,
+        "server.address": record.server_address,
+        "duration_ms": round(record.duration_ms, 3),
+        "cpu_ms": round(record.cpu_ms, 3),
+    }
+    if record.is_server_error:
+        candidates["error.type"] = record.exception.type if record.exception else str(record.status_code)
+    for name, value in record.captured_headers:
+        candidates[f"http.request.header.{name}"] = value
+    return {key: value for key, value in candidates.items() if value is not None}
+
+
+def exception_attributes(record: RequestRecord) -> dict[str, AttributeValue]:
+    """On the log record only: the span carries the exception as an event instead."""
+    if record.exception is None:
+        return {}
+    return {
+        "exception.type": record.exception.type,
+        "exception.message": record.exception.message,
+        "exception.stacktrace": record.exception.stacktrace,
+    }

@@ -1,0 +1,310 @@
+"""One frozen settings object, resolved as: keyword argument > ``app.config`` > environment > default.
+
+Every option has one name in three spellings: the keyword argument (``excluded_paths``), and the
+``app.config`` key and environment variable, which are the same string
+(``OTEL_FLASK_MONITOR_EXCLUDED_PATHS``). ``OPTIONS`` drives parsing and the configuration reference
+in ``docs/configuration.md`` (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
+
+from flask import Request
+
+AccessCheck = Callable[[Request], bool]
+
+ENV_PREFIX: Final = "OTEL_FLASK_MONITOR_"
+
+DEFAULT_REDACTED_HEADERS: Final = (
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api-key",
+    "x-auth-token",
+    "x-access-token",
+    "x-csrf-token",
+    "x-xsrf-token",
+    "x-amz-security-token",
+)
+
+# Matched with re.search, case-insensitively, against each query parameter name. Over-redaction
+# (``monkey`` matches ``key$``) is the safe failure.
+DEFAULT_REDACTED_QUERY_PARAMS: Final = (
+    "token",
+    "passw",
+    "pwd",
+    "secret",
+    "api[-_]?key",
+    "key$",
+    "signature",
+    "^sig$",
+    "auth",
+    "credential",
+    "session",
+)
+
+
+class ConfigError(ValueError):
+    """A setting has a value the monitor cannot use; the message names the setting."""
+
+
+def _parse_bool(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name}: expected a boolean (true/false), got {value!r}")
+
+
+def _parse_int(name: str, value: object) -> int:
+    try:
+        number = int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError:
+        raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+    if number <= 0:
+        raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
+    return number
+
+
+def _parse_float(name: str, value: object) -> float:
+    try:
+        number = float(str(value).strip()) if not isinstance(value, (int, float)) else float(value)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+    if number <= 0:
+        raise ConfigError(f"{name}: expected a positive number, got {value!r}")
+    return number
+
+
+def _parse_str_tuple(name: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, Iterable):
+        return tuple(str(part) for part in value)
+    raise ConfigError(f"{name}: expected a comma-separated string or a list of strings, got {value!r}")
+
+
+def _parse_regex_tuple(name: str, value: object) -> tuple[str, ...]:
+    patterns = _parse_str_tuple(name, value)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ConfigError(f"{name}: {pattern!r} is not a valid regular expression: {error}") from None
+    return patterns
+
+
+def _parse_optional_str(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _parse_prefix(name: str, value: object) -> str:
+    text = str(value).strip().rstrip("/")
+    if not text.startswith("/"):
+        raise ConfigError(f"{name}: must start with '/', got {value!r}")
+    return text
+
+
+def _parse_access_check(name: str, value: object) -> AccessCheck | None:
+    if value is None or callable(value):
+        return value
+    raise ConfigError(f"{name}: expected a callable taking the request and returning bool, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    name: str
+    default: Any
+    parse: Callable[[str, object], Any]
+    doc: str
+    from_env: bool = True
+
+    @property
+    def key(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+OPTIONS: Final[tuple[Option, ...]] = (
+    Option(
+        "service_name",
+        None,
+        _parse_optional_str,
+        "`service.name` of the resource when the monitor sets up telemetry. Unset: `OTEL_SERVICE_NAME` "
+        "or `OTEL_RESOURCE_ATTRIBUTES`, else the Flask app's name.",
+    ),
+    Option(
+        "excluded_paths",
+        (),
+        _parse_regex_tuple,
+        "Regular expressions (re.search on the path); matching requests produce no record, log or "
+        "aggregate. `OTEL_PYTHON_FLASK_EXCLUDED_URLS` and the monitor's own routes are always excluded.",
+    ),
+    Option("url_prefix", "/monitoring", _parse_prefix, "Where the dashboard and JSON routes are mounted."),
+    Option("dashboard_enabled", True, _parse_bool, "Mount the dashboard, health and stats routes."),
+    Option(
+        "access_token",
+        None,
+        _parse_optional_str,
+        "Bearer token that opens the monitoring routes to non-loopback clients.",
+    ),
+    Option(
+        "access_check",
+        None,
+        _parse_access_check,
+        "Callable `(request) -> bool` deciding access to the monitoring routes (keyword or app.config).",
+        from_env=False,
+    ),
+    Option(
+        "redacted_headers",
+        DEFAULT_REDACTED_HEADERS,
+        _parse_str_tuple,
+        "Header names (case-insensitive) whose values are replaced by `[REDACTED]` wherever captured.",
+    ),
+    Option(
+        "redacted_query_params",
+        DEFAULT_REDACTED_QUERY_PARAMS,
+        _parse_regex_tuple,
+        "Regular expressions (case-insensitive re.search) on query parameter names whose values are "
+        "replaced by `[REDACTED]` in `url.query` (record, log, span).",
+    ),
+    Option(
+        "captured_headers",
+        (),
+        _parse_str_tuple,
+        "Request header names to record as `http.request.header.<name>` (opt-in; redaction applies).",
+    ),
+    Option(
+        "max_attribute_length",
+        1024,
+        _parse_int,
+        "Longest string attribute value sent (characters); longer values are cut and end in `...`.",
+    ),
+    Option(
+        "max_stacktrace_length",
+        8192,
+        _parse_int,
+        "Longest `exception.stacktrace` sent (characters): head and tail are kept around a marker, so "
+        "a record stays well under Loki's 64 KB structured-metadata limit.",
+    ),
+    Option(
+        "trace_id_header",
+        "X-Trace-Id",
+        _parse_optional_str,
+        "Response header carrying the trace id; empty disables it.",
+    ),
+    Option(
+        "json_errors",
+        True,
+        _parse_bool,
+        "Answer unhandled exceptions with a JSON 500 carrying the trace id (unless the app has its own "
+        "500 handler).",
+    ),
+    Option("emit_logs", True, _parse_bool, "Emit one OTel log record per request."),
+    Option("enrich_spans", True, _parse_bool, "Add the record's attributes to the server span."),
+    Option(
+        "setup_telemetry",
+        True,
+        _parse_bool,
+        "Configure tracer/logger/meter providers from `OTEL_*` variables when none is configured yet.",
+    ),
+    Option(
+        "instrument_flask",
+        True,
+        _parse_bool,
+        "Call `FlaskInstrumentor().instrument_app(app)` when the app is not instrumented yet.",
+    ),
+    Option(
+        "flush_timeout_seconds",
+        5.0,
+        _parse_float,
+        "At interpreter exit, how long queued telemetry may take to flush before it is dropped.",
+    ),
+    Option("window_seconds", 900, _parse_int, "Length of the rolling window of the in-memory aggregates."),
+    Option("slot_seconds", 10, _parse_int, "Width of one slot of the rolling window."),
+    Option("max_routes", 200, _parse_int, "Most (method, route) pairs tracked; the rest share `<other>`."),
+    Option("recent_errors", 50, _parse_int, "How many recent errors the dashboard keeps."),
+)
+
+_OPTIONS_BY_NAME: Final = {option.name: option for option in OPTIONS}
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorSettings:
+    """The resolved settings of one app's monitor. Build it with :func:`resolve_settings`."""
+
+    service_name: str | None = None
+    excluded_paths: tuple[str, ...] = ()
+    url_prefix: str = "/monitoring"
+    dashboard_enabled: bool = True
+    access_token: str | None = field(default=None, repr=False)
+    access_check: AccessCheck | None = None
+    redacted_headers: tuple[str, ...] = DEFAULT_REDACTED_HEADERS
+    redacted_query_params: tuple[str, ...] = DEFAULT_REDACTED_QUERY_PARAMS
+    captured_headers: tuple[str, ...] = ()
+    max_attribute_length: int = 1024
+    max_stacktrace_length: int = 8192
+    trace_id_header: str | None = "X-Trace-Id"
+    json_errors: bool = True
+    emit_logs: bool = True
+    enrich_spans: bool = True
+    setup_telemetry: bool = True
+    instrument_flask: bool = True
+    flush_timeout_seconds: float = 5.0
+    window_seconds: int = 900
+    slot_seconds: int = 10
+    max_routes: int = 200
+    recent_errors: int = 50
+
+
+def _check_in_step() -> None:
+    declared = {f.name for f in fields(MonitorSettings)}
+    if declared != set(_OPTIONS_BY_NAME):
+        raise AssertionError(f"OPTIONS and MonitorSettings differ: {declared ^ set(_OPTIONS_BY_NAME)}")
+
+
+_check_in_step()
+
+
+def resolve_settings(
+    overrides: Mapping[str, Any],
+    app_config: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> MonitorSettings:
+    """Resolve every option with the documented precedence; unknown keyword arguments are an error."""
+    unknown = set(overrides) - set(_OPTIONS_BY_NAME)
+    if unknown:
+        raise ConfigError(f"unknown FlaskMonitor option(s): {', '.join(sorted(unknown))}")
+    app_config = app_config or {}
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        if option.name in overrides:
+            raw, source = overrides[option.name], option.name
+        elif option.key in app_config:
+            raw, source = app_config[option.key], f"app.config[{option.key!r}]"
+        elif option.from_env and option.key in environ:
+            raw, source = environ[option.key], option.key
+        else:
+            values[option.name] = option.default
+            continue
+        values[option.name] = option.parse(source, raw)
+    settings = MonitorSettings(**values)
+    if settings.slot_seconds > settings.window_seconds:
+        raise ConfigError(
+            f"slot_seconds ({settings.slot_seconds}) must not exceed "
+            f"window_seconds ({settings.window_seconds})"
+        )
+    return settings

@@ -1,0 +1,131 @@
+"""FlaskMonitor: the Flask extension contract (app factory, several apps, no app stored on self)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Final
+
+from flask import Flask, jsonify
+from opentelemetry import trace
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from otel_flask_monitor.config import MonitorSettings, resolve_settings
+from otel_flask_monitor.dispatch import Consumer, FailureReporter, RecordDispatcher
+from otel_flask_monitor.hooks import RequestLifecycle, current_trace_id
+from otel_flask_monitor.logs import emit_request_log
+from otel_flask_monitor.record import RequestRecord
+from otel_flask_monitor.redaction import Redactor
+from otel_flask_monitor.spans import enrich_span
+from otel_flask_monitor.telemetry import Telemetry, setup_telemetry
+
+EXTENSION_KEY: Final = "otel_flask_monitor"
+
+_logger = logging.getLogger("otel_flask_monitor")
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorState:
+    """Per-app state, kept in ``app.extensions["otel_flask_monitor"]``."""
+
+    settings: MonitorSettings
+    telemetry: Telemetry
+    failures: FailureReporter
+    lifecycle: RequestLifecycle
+
+
+def get_state(app: Flask) -> MonitorState:
+    try:
+        state: MonitorState = app.extensions[EXTENSION_KEY]
+    except KeyError:
+        raise RuntimeError(
+            f"otel_flask_monitor is not registered on app {app.name!r}; call FlaskMonitor(app) or "
+            "monitor.init_app(app) first"
+        ) from None
+    return state
+
+
+class FlaskMonitor:
+    """Monitor a Flask app: ``FlaskMonitor(app)``, or ``monitor = FlaskMonitor()`` then
+    ``monitor.init_app(app)`` in an app factory.
+
+    Keyword options override ``app.config["OTEL_FLASK_MONITOR_<NAME>"]``, which overrides the
+    environment variable of the same name, which overrides the default (docs/configuration.md).
+    """
+
+    def __init__(self, app: Flask | None = None, **options: Any) -> None:
+        resolve_settings(options, {}, {})  # unknown or malformed options fail here, not at init_app
+        self._options = dict(options)
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                f"otel_flask_monitor is already registered on app {app.name!r}; "
+                "create one FlaskMonitor per app and call init_app once"
+            )
+        settings = resolve_settings(self._options, app.config)
+        telemetry = setup_telemetry(
+            enabled=settings.setup_telemetry,
+            service_name=settings.service_name,
+            fallback_service_name=app.name,
+            flush_timeout_seconds=settings.flush_timeout_seconds,
+        )
+        if settings.instrument_flask:
+            _instrument(app, settings)
+        failures = FailureReporter()
+        dispatcher = RecordDispatcher(_consumers(settings, telemetry), failures)
+        lifecycle = RequestLifecycle(
+            settings,
+            Redactor(settings.redacted_headers, settings.redacted_query_params),
+            dispatcher,
+            failures,
+        )
+        lifecycle.register(app)
+        if settings.json_errors:
+            _register_json_500(app)
+        app.extensions[EXTENSION_KEY] = MonitorState(settings, telemetry, failures, lifecycle)
+
+
+def _consumers(settings: MonitorSettings, telemetry: Telemetry) -> list[tuple[str, Consumer]]:
+    consumers: list[tuple[str, Consumer]] = []
+    if settings.enrich_spans:
+        consumers.append(("span", lambda record: enrich_span(trace.get_current_span(), record)))
+    if settings.emit_logs:
+        logger = telemetry.logger
+
+        def log(record: RequestRecord) -> None:
+            emit_request_log(logger, record)
+
+        consumers.append(("log", log))
+    return consumers
+
+
+def _instrument(app: Flask, settings: MonitorSettings) -> None:
+    if getattr(app, "_is_instrumented_by_opentelemetry", False):
+        return
+    import os
+
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    own_routes = "^" + settings.url_prefix + "(/|$)"
+    excluded = ",".join(filter(None, [os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS", ""), own_routes]))
+    FlaskInstrumentor().instrument_app(app, excluded_urls=excluded)  # type: ignore[no-untyped-call]
+
+
+def _register_json_500(app: Flask) -> None:
+    if app.error_handler_spec.get(None, {}).get(500):
+        return  # the app's own 500 handler wins
+
+    def json_internal_server_error(error: InternalServerError) -> Any:
+        original = error.original_exception
+        if original is None or isinstance(original, HTTPException):
+            return error  # abort(500) and friends keep their own body
+        body: dict[str, str] = {"error": "Internal Server Error"}
+        trace_id = current_trace_id()
+        if trace_id:
+            body["trace_id"] = trace_id
+        return jsonify(body), 500
+
+    app.register_error_handler(500, json_internal_server_error)
