@@ -1,0 +1,225 @@
+"""Each Locust scenario, run headless for a few seconds against the demo served by real gunicorn.
+
+The scenarios' success rules are the contract checked here: every answer the demo gives on purpose
+(409 out of stock, the /simulate-error 500, the 4xx the invalid scenario provokes) is a success, so
+a healthy demo shows zero failures in every scenario.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.serving import make_server
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LOCUSTFILE = REPO_ROOT / "loadtest" / "locustfile.py"
+RUN_SECONDS = 4
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def gunicorn_command(port: int) -> list[str]:
+    from gunicorn.config import KNOWN_SETTINGS
+
+    command = [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}"]
+    # gunicorn >= 24 opens a control socket at one fixed path per user; concurrent servers would
+    # fight over it, and nothing here uses it.
+    if any(setting.name == "control_socket_disable" for setting in KNOWN_SETTINGS):
+        command.append("--no-control-socket")
+    return [*command, "otel_flask_monitor.demo.app:create_app()"]
+
+
+def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout_seconds: float) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {process.returncode} before serving")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"gunicorn did not answer {url} within {timeout_seconds} s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    workdir = tmp_path_factory.mktemp("gunicorn")
+    port = free_port()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
+    env |= {"OTEL_TRACES_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
+    with (workdir / "gunicorn.log").open("wb") as log:
+        process = subprocess.Popen(
+            gunicorn_command(port), cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(url + "/api/products", process, timeout_seconds=30)
+        yield url
+    finally:
+        stop(process)
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    name: str
+    requests: int
+    failures: int
+
+
+@dataclass(frozen=True)
+class LocustRun:
+    returncode: int
+    rows: list[Row]
+    output: str
+
+    @property
+    def total(self) -> Row:
+        (aggregated,) = [row for row in self.rows if row.name == "Aggregated"]
+        return aggregated
+
+    def names(self) -> set[str]:
+        return {row.name for row in self.rows if row.name != "Aggregated"}
+
+
+def run_locust(host: str, user_class: str | None, users: int, csv_prefix: Path) -> LocustRun:
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--users",
+        str(users),
+        "--spawn-rate",
+        str(users),
+        "--run-time",
+        f"{RUN_SECONDS}s",
+        "--stop-timeout",
+        "2",
+        "--host",
+        host,
+        "--csv",
+        str(csv_prefix),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+    ]
+    if user_class is not None:
+        command.append(user_class)
+    completed = subprocess.run(
+        command,
+        cwd=csv_prefix.parent,
+        capture_output=True,
+        text=True,
+        timeout=RUN_SECONDS + 40,
+        check=False,
+    )
+    with Path(f"{csv_prefix}_stats.csv").open(newline="") as stats:
+        rows = [
+            Row(
+                method=record["Type"],
+                name=record["Name"],
+                requests=int(record["Request Count"]),
+                failures=int(record["Failure Count"]),
+            )
+            for record in csv.DictReader(stats)
+        ]
+    return LocustRun(completed.returncode, rows, completed.stdout + completed.stderr)
+
+
+SHOP_NAMES = {
+    "/api/products",
+    "/api/products/[id]",
+    "/api/products/[id]/purchase",
+    "/api/products/featured",
+    "/api/orders",
+    "/simulate-error",
+}
+
+
+def test_default_mixed_user_only_runs_the_mix_and_sees_no_failure(demo_url: str, tmp_path: Path) -> None:
+    run = run_locust(demo_url, None, users=10, csv_prefix=tmp_path / "mixed")
+
+    assert run.total.requests >= 10, run.output
+    assert run.total.failures == 0, run.output
+    assert run.returncode == 0, run.output
+    assert {"/api/products", "/api/products/[id]"} <= run.names() <= SHOP_NAMES
+
+
+def test_high_load_tester_sees_no_failure(demo_url: str, tmp_path: Path) -> None:
+    run = run_locust(demo_url, "HighLoadTester", users=10, csv_prefix=tmp_path / "high")
+
+    assert run.total.requests >= 50, run.output
+    assert run.total.failures == 0, run.output
+    assert run.returncode == 0, run.output
+    assert "/api/products/[id]/purchase" in run.names()
+    assert run.names() <= SHOP_NAMES - {"/simulate-error", "/api/orders"}
+
+
+def test_invalid_request_tester_counts_the_expected_4xx_as_successes(demo_url: str, tmp_path: Path) -> None:
+    run = run_locust(demo_url, "InvalidRequestTester", users=5, csv_prefix=tmp_path / "invalid")
+
+    assert run.total.requests >= 10, run.output
+    assert run.total.failures == 0, run.output
+    assert run.returncode == 0, run.output
+    assert run.names() <= {
+        "/api/products/999",
+        "/api/products/abc",
+        "/api/products/[id]/purchase (invalid body)",
+        "/api/products/999/purchase",
+        "/invalid/path",
+    }
+
+
+def always_ok(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [b"{}"]
+
+
+def test_an_unexpected_answer_is_a_failure(tmp_path: Path) -> None:
+    # A server that answers 200 to everything: the invalid scenario must fail every request, which
+    # shows its success rules forgive only the refusals they name.
+    server = make_server("127.0.0.1", 0, always_ok, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        run = run_locust(f"http://127.0.0.1:{server.server_port}", "InvalidRequestTester", 2, tmp_path / "ok")
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+    assert run.total.requests > 0, run.output
+    assert run.total.failures == run.total.requests, run.output
+    assert run.returncode != 0
