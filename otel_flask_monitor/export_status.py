@@ -2,7 +2,7 @@
 
 The OTLP exporters log a warning on every retry and an error on every failed batch; with the
 Collector down that is a flood. When the monitor owns the exporters it wraps them here: the SDK's
-export loggers are captured (their last message becomes ``last_error``), one warning is written
+export loggers are captured (the first message of a failure becomes ``last_error``), one warning is written
 when an outage starts and one line when export recovers, and the counts feed ``/monitoring/health``.
 """
 
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 _logger = logging.getLogger("otel_flask_monitor.export")
+
+_MAX_ERROR_LENGTH: Final = 300
 
 # Loggers of the SDK export path whose per-batch warnings the outage tracking replaces.
 SDK_EXPORT_LOGGERS: Final = (
@@ -96,9 +98,17 @@ class ExportHealth:
     def configured(self) -> bool:
         return bool(self._signals)
 
-    def note_error(self, message: str) -> None:
+    def note_error(self, message: str, signal: str | None = None) -> None:
+        """An export error reported by the SDK; with its signal known, the outage begins now
+        rather than when the exporter gives up retrying (its whole timeout later)."""
         with self._lock:
-            self._last_error = message
+            if self._last_error is None:
+                # The first error of a failure episode names the cause; later ones repeat it.
+                self._last_error = message[:_MAX_ERROR_LENGTH]
+            status = self._signals.get(signal) if signal else None
+            started = status is not None and self._mark_failing_locked(status)
+        if started and status is not None:
+            self._warn_outage(status.endpoint)
 
     def record_success(self, signal: str, count: int) -> None:
         with self._lock:
@@ -107,6 +117,7 @@ class ExportHealth:
             status.last_success = self._clock()
             was_failing = not status.healthy
             status.healthy = True
+            self._last_error = None
             recovered = was_failing and all(s.healthy for s in self._signals.values())
             if recovered and self._outage_started is not None:
                 lasted = self._clock() - self._outage_started
@@ -127,19 +138,28 @@ class ExportHealth:
             status = self._signals[signal]
             status.failed += count
             status.last_failure = self._clock()
-            status.healthy = False
             self._lost_in_outage += count
-            started = self._outage_started is None
-            if started:
-                self._outage_started = self._clock()
-            endpoint, error = status.endpoint, self._last_error
+            started = self._mark_failing_locked(status)
         if started:
-            _logger.warning(
-                "telemetry export to %s failed (%s); the app is unaffected, telemetry is dropped until "
-                "the endpoint answers again (no further warnings during this outage)",
-                endpoint,
-                error or "no detail",
-            )
+            self._warn_outage(status.endpoint)
+
+    def _mark_failing_locked(self, status: _SignalStatus) -> bool:
+        """Mark the signal failing; True when this starts an outage (no signal was failing)."""
+        status.healthy = False
+        if self._outage_started is not None:
+            return False
+        self._outage_started = self._clock()
+        return True
+
+    def _warn_outage(self, endpoint: str) -> None:
+        with self._lock:
+            error = self._last_error
+        _logger.warning(
+            "telemetry export to %s failed (%s); the app is unaffected, telemetry is dropped until "
+            "the endpoint answers again (no further warnings during this outage)",
+            endpoint,
+            error or "no detail",
+        )
 
     def record_dropped(self, signal: str, count: int) -> None:
         with self._lock:
@@ -152,11 +172,17 @@ class ExportHealth:
         with self._lock:
             self._exit_deadline = self._clock() + timeout_seconds
 
-    def should_skip_export(self, signal: str) -> bool:
+    @property
+    def in_outage(self) -> bool:
+        with self._lock:
+            return self._outage_started is not None
+
+    def should_skip_export(self) -> bool:
+        """At exit, during an outage or past the flush deadline, exports are dropped at once."""
         with self._lock:
             if self._exit_deadline is None:
                 return False
-            return self._clock() > self._exit_deadline or not self._signals[signal].healthy
+            return self._outage_started is not None or self._clock() > self._exit_deadline
 
     def snapshot(self) -> list[SignalSnapshot]:
         with self._lock:
@@ -187,7 +213,7 @@ class ExportHealth:
 
 
 class CapturingFilter(logging.Filter):
-    """Keeps the SDK's export messages out of the app's logs; the newest becomes ``last_error``."""
+    """Keeps the SDK's export messages out of the app's logs; they feed ``last_error``."""
 
     def __init__(self, health: ExportHealth) -> None:
         super().__init__()
@@ -196,10 +222,31 @@ class CapturingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.WARNING:
             try:
-                self._health.note_error(record.getMessage())
+                message = record.getMessage()
             except Exception:
-                self._health.note_error(str(record.msg))
+                message = str(record.msg)
+            self._health.note_error(message, _signal_of(record.name, message))
         return False
+
+
+def _signal_of(logger_name: str, message: str) -> str | None:
+    for marker, signal in (
+        ("_log_exporter", "logs"),
+        ("trace_exporter", "traces"),
+        ("metric_exporter", "metrics"),
+    ):
+        if marker in logger_name:
+            return signal
+    # The gRPC exporters share one logger; their messages name what they were exporting.
+    for word, signal in (
+        (" logs", "logs"),
+        (" spans", "traces"),
+        (" traces", "traces"),
+        (" metrics", "metrics"),
+    ):
+        if word in message:
+            return signal
+    return None
 
 
 def capture_sdk_export_logs(health: ExportHealth) -> None:
@@ -221,7 +268,7 @@ def tracked_export(
     failure: T,
 ) -> T:
     """Run one export through the health bookkeeping; an exporter that raises counts as failed."""
-    if health.should_skip_export(signal):
+    if health.should_skip_export():
         health.record_dropped(signal, count)
         return failure
     try:

@@ -239,6 +239,7 @@ class _ProcessTelemetry:
         self.lock = threading.Lock()
         self.health = ExportHealth()
         self.owned: list[Any] = []
+        self.otlp_exporters: list[Any] = []
         self.setup_done = False
 
 
@@ -277,6 +278,7 @@ def _setup_traces(resource: Resource, health: ExportHealth) -> SdkTracerProvider
         if name == "otlp":
             health.register("traces", otlp_endpoint("traces"))
             exporter = TrackedSpanExporter(_otlp_exporter("traces"), health)
+            _PROCESS.otlp_exporters.append(exporter)
             provider.add_span_processor(CountingBatchSpanProcessor(exporter, health))
         elif name == "console":
             provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
@@ -290,6 +292,7 @@ def _setup_logs(resource: Resource, health: ExportHealth) -> SdkLoggerProvider:
         if name == "otlp":
             health.register("logs", otlp_endpoint("logs"))
             exporter = TrackedLogExporter(_otlp_exporter("logs"), health)
+            _PROCESS.otlp_exporters.append(exporter)
             provider.add_log_record_processor(CountingBatchLogRecordProcessor(exporter, health))
         elif name == "console":
             provider.add_log_record_processor(SimpleLogRecordProcessor(ConsoleLogRecordExporter()))
@@ -302,9 +305,9 @@ def _setup_metrics(resource: Resource, health: ExportHealth) -> SdkMeterProvider
     for name in _exporter_names("metrics"):
         if name == "otlp":
             health.register("metrics", otlp_endpoint("metrics"))
-            readers.append(
-                PeriodicExportingMetricReader(TrackedMetricExporter(_otlp_exporter("metrics"), health))
-            )
+            metric_exporter = TrackedMetricExporter(_otlp_exporter("metrics"), health)
+            _PROCESS.otlp_exporters.append(metric_exporter)
+            readers.append(PeriodicExportingMetricReader(metric_exporter))
         elif name == "console":
             readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
     provider = SdkMeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
@@ -350,14 +353,26 @@ def _shutdown_owned(flush_timeout_seconds: float) -> None:
     health = _PROCESS.health
     dropped_before = sum(s.dropped for s in health.snapshot())
     health.begin_exit(flush_timeout_seconds)
+    if health.in_outage:
+        # Wakes exports sleeping between retries (of any signal: they share the Collector); the
+        # processors' shutdown below would otherwise wait for each to give up, a whole timeout.
+        for exporter in _PROCESS.otlp_exporters:
+            exporter.shutdown()
+    # On a daemon thread so that an export stuck on the wire cannot hold up interpreter exit.
+    flusher = threading.Thread(target=_shutdown_providers, name="otel-flask-monitor-exit-flush", daemon=True)
+    flusher.start()
+    flusher.join(flush_timeout_seconds)
+    dropped_at_exit = sum(s.dropped for s in health.snapshot()) - dropped_before
+    if dropped_at_exit:
+        _logger.warning("%d telemetry item(s) could not be delivered before exit", dropped_at_exit)
+
+
+def _shutdown_providers() -> None:
     for provider in _PROCESS.owned:
         try:
             provider.shutdown()
         except Exception:
             _logger.debug("provider shutdown failed", exc_info=True)
-    dropped_at_exit = sum(s.dropped for s in health.snapshot()) - dropped_before
-    if dropped_at_exit:
-        _logger.warning("%d telemetry item(s) could not be delivered before exit", dropped_at_exit)
 
 
 def force_flush(timeout_millis: int = 10_000) -> None:

@@ -1,0 +1,150 @@
+"""The monitor's own provider set-up, in fresh interpreters: export, Collector down, recovery, exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.loki_receiver import LokiReceiver
+
+SCRIPT = Path(__file__).parent / "scripts" / "drive_monitored_app.py"
+REPO = Path(__file__).parent.parent
+
+FAST_EXPORT = {
+    "OTEL_BLRP_SCHEDULE_DELAY": "50",
+    "OTEL_BSP_SCHEDULE_DELAY": "50",
+    "OTEL_METRIC_EXPORT_INTERVAL": "200",
+}
+
+# Lines the SDK writes on every failed or retried export; the monitor replaces them with one line.
+SDK_NOISE = ("Transient error", "Failed to export", "Queue full", "Exception while exporting")
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(FAST_EXPORT)
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra)
+    return env
+
+
+def run_app(env: dict[str, str], timeout: float = 60) -> tuple[dict[str, Any], list[str], float]:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr.splitlines(), elapsed
+
+
+def sdk_noise(stderr: list[str]) -> list[str]:
+    return [line for line in stderr if line.startswith(SDK_NOISE) or "Traceback" in line]
+
+
+def test_collector_down_costs_the_app_nothing_and_one_warning() -> None:
+    env = child_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{closed_port()}",
+        REQUESTS="300",
+        PAUSE_AFTER_SECONDS="1.0",
+    )
+    result, stderr, elapsed = run_app(env)
+
+    assert result["statuses"] == {"200": 300}
+    # A request that waited on the exporter would take seconds (connect retries, 10 s timeout).
+    assert result["max_ms"] < 500
+    assert result["owned_providers"] == ["TracerProvider", "LoggerProvider", "MeterProvider"]
+    health = result["health"]
+    assert health["managed_by_monitor"] is True
+    assert health["healthy"] is False
+    assert "Connection refused" in health["last_error"]
+    warnings = [line for line in stderr if line.startswith("telemetry export to")]
+    assert len(warnings) == 1, stderr
+    assert "the app is unaffected" in warnings[0]
+    assert sdk_noise(stderr) == [], stderr
+    # Exit does not wait out the exporters' retries (10 s each) during an outage.
+    assert elapsed < 8, elapsed
+    assert any("could not be delivered before exit" in line for line in stderr)
+
+
+def test_sdk_disabled_sets_up_nothing_and_the_app_works() -> None:
+    env = child_env(
+        OTEL_SDK_DISABLED="true",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{closed_port()}",
+        REQUESTS="20",
+    )
+    result, stderr, _ = run_app(env)
+
+    assert result["statuses"] == {"200": 20}
+    assert result["owned_providers"] == []
+    assert result["health"]["managed_by_monitor"] is False
+    assert stderr == []
+
+
+def test_every_record_of_completed_requests_is_flushed_at_exit() -> None:
+    with LokiReceiver() as loki:
+        env = child_env(
+            OTEL_EXPORTER_OTLP_ENDPOINT=loki.otlp_endpoint,
+            # A long delay: nothing is exported during the run, everything at exit.
+            OTEL_BLRP_SCHEDULE_DELAY="60000",
+            REQUESTS="200",
+        )
+        result, stderr, _ = run_app(env)
+        entries = loki.wait_for(lambda es: len(es) >= 200, timeout=10, description="200 request records")
+
+    assert result["statuses"] == {"200": 200}
+    assert len(entries) == 200
+    assert {entry.get("url_path") for entry in entries} == {f"/work/{n}" for n in range(200)}
+    assert {entry.labels["service_name"] for entry in entries} == {"drive-test"}
+    assert sdk_noise(stderr) == []
+    assert not [line for line in stderr if "telemetry export" in line]
+
+
+def test_export_resumes_by_itself_after_the_collector_comes_back(tmp_path: Path) -> None:
+    port = closed_port()
+    go_file = tmp_path / "go"
+    env = child_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}/otlp",
+        REQUESTS="50",
+        SECOND_BATCH_GO_FILE=str(go_file),
+        SECOND_BATCH_REQUESTS="30",
+        PAUSE_AFTER_SECONDS="0.5",
+    )
+    child = subprocess.Popen(
+        [sys.executable, str(SCRIPT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "first batch sent"
+        time.sleep(1.5)  # long enough for the first exports to fail
+        with LokiReceiver(port=port) as loki:
+            go_file.touch()
+            stdout, stderr_text = child.communicate(timeout=60)
+            # The second batch was sent after recovery; the retried first batch may arrive too.
+            entries = loki.wait_for(lambda es: len(es) >= 30, timeout=15, description="second batch")
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+
+    result = json.loads(stdout.strip().splitlines()[-1])
+    stderr = stderr_text.splitlines()
+    assert result["statuses"] == {"200": 80}
+    assert len([line for line in stderr if line.startswith("telemetry export to")]) == 1, stderr
+    assert len([line for line in stderr if line.startswith("telemetry export recovered")]) == 1, stderr
+    assert sdk_noise(stderr) == []
+    assert result["health"]["healthy"] is True
+    paths = [entry.get("url_path") for entry in entries]
+    assert len(paths) == len(set(zip(paths, [e.trace_id for e in entries], strict=True)))  # no duplicates
+    assert {f"/work/{n}" for n in range(30)} <= set(paths)
