@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -70,11 +71,10 @@ class Server:
     port: int
     output: Path
 
-    def get(self, path: str) -> tuple[str | None, dict[str, Any]]:
+    def get(self, path: str) -> tuple[str | None, Any]:
         """GET ``path`` on a fresh connection (so gunicorn spreads them); (X-Trace-Id, JSON body)."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as response:
-            body: dict[str, Any] = json.loads(response.read())
-            return response.headers.get("X-Trace-Id"), body
+            return response.headers.get("X-Trace-Id"), json.loads(response.read())
 
     def stop(self, stop_signal: signal.Signals) -> str:
         """Stop gracefully (exit handlers flush the batches) and return everything the server printed."""
@@ -232,36 +232,61 @@ def test_disabled_by_entry_point_name(tmp_path: Path) -> None:
         assert not any(point.name == PROCESS_GAUGE for point in sink.metric_points())
 
 
-def test_gunicorn_workers_each_report(tmp_path: Path) -> None:
+# gunicorn's access log tells which worker answered which trace: pid and the X-Trace-Id header.
+ACCESS_LOG_FORMAT = "access pid=%(p)s trace_id=%({x-trace-id}o)s"
+ACCESS_LINE = re.compile(r"access pid=<(\d+)> trace_id=([0-9a-f]{32})")
+
+
+def _worker_by_trace(output: str) -> dict[str, int]:
+    return {trace_id: int(pid) for pid, trace_id in ACCESS_LINE.findall(output)}
+
+
+@pytest.mark.parametrize(
+    ("app_spec", "path"),
+    [
+        ("zero_code_app:app", "/items/1"),
+        # The demo calls FlaskMonitor(app) itself: the instrumentor must leave it alone.
+        ("otel_flask_monitor.demo.app:create_app()", "/api/products"),
+    ],
+)
+def test_gunicorn_workers_each_report(app_spec: str, path: str, tmp_path: Path) -> None:
     port = _free_port()
     command = [
         str(BIN_DIR / "gunicorn"),
         "--workers=2",
         f"--bind=127.0.0.1:{port}",
         "--no-control-socket",  # gunicorn 23+ would otherwise share ~/.gunicorn/gunicorn.ctl
-        "zero_code_app:app",
+        "--access-logfile=-",
+        f"--access-logformat={ACCESS_LOG_FORMAT}",
+        app_spec,
     ]
     with OtlpSink() as sink:
         with running(command, _otel_env(sink), port, tmp_path) as server:
-            trace_ids_by_pid: dict[int, list[str]] = {}
-            for item_id in range(200):  # until both workers answered a few times; usually ~10
-                trace_id, body = server.get(f"/items/{item_id}")
-                assert trace_id
-                trace_ids_by_pid.setdefault(body["pid"], []).append(trace_id)
-                if len(trace_ids_by_pid) == 2 and min(map(len, trace_ids_by_pid.values())) >= 3:
+            trace_ids: list[str] = []
+            for _batch in range(20):  # batches until both workers answered a few times; usually one
+                for _request in range(10):
+                    trace_id, _body = server.get(path)
+                    assert trace_id
+                    trace_ids.append(trace_id)
+                worker_of = _worker_by_trace(server.output.read_text(errors="replace"))
+                answered = Counter(worker_of[t] for t in trace_ids if t in worker_of)
+                if len(answered) == 2 and min(answered.values()) >= 3:
                     break
-            server.stop(signal.SIGTERM)  # the master only: a graceful stop of both workers
+            output = server.stop(signal.SIGTERM)  # the master only: a graceful stop of both workers
 
+        worker_of = _worker_by_trace(output)
+        trace_ids_by_pid: dict[int, list[str]] = {}
+        for trace_id in trace_ids:
+            trace_ids_by_pid.setdefault(worker_of[trace_id], []).append(trace_id)
         assert len(trace_ids_by_pid) == 2, f"one worker answered everything: {trace_ids_by_pid.keys()}"
-        all_trace_ids = [trace_id for ids in trace_ids_by_pid.values() for trace_id in ids]
-        assert_one_record_and_enriched_span_per_request(sink, all_trace_ids)
+        assert_one_record_and_enriched_span_per_request(sink, trace_ids)
 
         # What tells workers apart under opentelemetry-instrument: the SDK re-detects
         # service.instance.id after fork, so each worker has its own (the resource has no pid).
         records_by_trace = {record.trace_id: record for record in request_logs(sink)}
         instance_by_pid = {
-            pid: {records_by_trace[trace_id].resource["service.instance.id"] for trace_id in trace_ids}
-            for pid, trace_ids in trace_ids_by_pid.items()
+            pid: {records_by_trace[trace_id].resource["service.instance.id"] for trace_id in ids}
+            for pid, ids in trace_ids_by_pid.items()
         }
         assert all(len(instances) == 1 for instances in instance_by_pid.values()), instance_by_pid
         worker_instances = {next(iter(instances)) for instances in instance_by_pid.values()}
