@@ -35,9 +35,13 @@ def create_app(
     *,
     shop: Shop | None = None,
     featured_delay_seconds: tuple[float, float] = FEATURED_DELAY_SECONDS,
+    monitored: bool = True,
     **monitor_options: Any,
 ) -> Flask:
-    """Build the demo app; ``monitor_options`` go to :class:`FlaskMonitor` unchanged."""
+    """Build the demo app; ``monitor_options`` go to :class:`FlaskMonitor` unchanged.
+
+    ``monitored=False`` builds the same app without the monitor: the baseline of the benchmarks.
+    """
     # An explicit root_path: the import name is the service name, not a module Flask could locate.
     app = Flask(APP_NAME, root_path=str(Path(__file__).parent))
     state = shop or Shop()
@@ -119,5 +123,6 @@ def create_app(
     app.register_error_handler(404, json_http_error)
     app.register_error_handler(405, json_http_error)
 
-    FlaskMonitor(app, **monitor_options)
+    if monitored:
+        FlaskMonitor(app, **monitor_options)
     return app

@@ -1,0 +1,96 @@
+"""The cheapest OTLP/HTTP receiver: answers 200 with an empty response to every POST and counts bytes.
+
+The benchmarks point exporters at it so export costs what it costs against a real endpoint (encoding,
+HTTP round trip) without a Collector's own CPU competing with the process under measurement.
+An empty body is a valid Export*ServiceResponse (no partial success), so exporters count a success.
+
+    python benchmarks/otlp_sink.py --port 4318    # standalone, until Ctrl+C
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _SinkServer
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.server.note(self.path, length)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # one line per export would drown the benchmark's table
+
+
+class _SinkServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        super().__init__(address, _Handler)
+        self.lock = threading.Lock()
+        self.requests: Counter[str] = Counter()
+        self.bytes: Counter[str] = Counter()
+
+    def note(self, path: str, length: int) -> None:
+        with self.lock:
+            self.requests[path] += 1
+            self.bytes[path] += length
+
+
+class OtlpSink:
+    """``with OtlpSink() as sink:`` serves on 127.0.0.1 (a free port unless given) in a thread."""
+
+    def __init__(self, port: int = 0) -> None:
+        self._server = _SinkServer(("127.0.0.1", port))
+        self._thread = threading.Thread(target=self._server.serve_forever, name="otlp-sink", daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """path -> (requests, bytes) received so far."""
+        with self._server.lock:
+            return {
+                path: (self._server.requests[path], self._server.bytes[path])
+                for path in self._server.requests
+            }
+
+    def __enter__(self) -> OtlpSink:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--port", type=int, default=4318)
+    port = parser.parse_args().port
+    with OtlpSink(port) as sink:
+        print(f"OTLP/HTTP sink on {sink.endpoint} (Ctrl+C to stop)", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+    print(sink.counts())
+
+
+if __name__ == "__main__":
+    main()

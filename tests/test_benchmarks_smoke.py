@@ -1,0 +1,54 @@
+"""Each benchmark still runs end to end (tiny iteration counts; the figures themselves are not checked)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+pytestmark = pytest.mark.slow
+
+
+def run_benchmark(script: str, *arguments: str, timeout_seconds: float = 120) -> str:
+    completed = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=timeout_seconds,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return completed.stdout
+
+
+def test_overhead_prints_every_variant_and_both_targets() -> None:
+    output = run_benchmark("overhead.py", "--requests", "50", "--rounds", "1")
+
+    for variant in ("bare", "otel", "monitor", "article"):
+        assert f"\n{variant} " in output, output
+    assert "target monitor / otel" in output
+    assert "target monitor / article" in output
+    assert "/v1/traces" in output, "nothing reached the sink"
+
+
+def test_backend_down_prints_each_variant_and_the_p99_targets() -> None:
+    output = run_benchmark("backend_down.py", "--requests", "100", "--rounds", "1")
+
+    for variant in ("reachable", "refused", "hung"):
+        assert f"\n{variant} " in output, output
+    assert "target p99 refused / reachable" in output
+    assert "target p99 hung / reachable" in output
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install -y wrk)")
+def test_http_throughput_against_gunicorn_and_rotel() -> None:
+    output = run_benchmark("http_throughput.py", "--duration", "1", "--repeats", "1")
+
+    assert "\nbare " in output, output
+    assert "\nmonitored " in output, output
+    assert "monitored / bare: req/s" in output
