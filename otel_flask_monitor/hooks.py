@@ -73,8 +73,19 @@ class RequestLifecycle:
         self._own_prefix = settings.url_prefix
 
     def register(self, app: Flask) -> None:
-        app.before_request(self.before_request)
-        app.after_request(self.after_request)
+        """Place the hooks so every response is seen, whatever the app registered first.
+
+        Flask stops at the first ``before_request`` function that answers (an auth check's 401):
+        the Flask instrumentation's (which opens the span) goes first, ours right after it, ahead
+        of the app's own, even when the app registered its hooks before being instrumented.
+        ``after_request`` functions run in reverse: ours goes first in the list so it runs last
+        and records the final status. ``teardown_request`` is appended so it runs before the
+        instrumentation's, which ends the span.
+        """
+        before = app.before_request_funcs.setdefault(None, [])
+        instrumentation = [f for f in before if _is_flask_instrumentation(f)]
+        before[:] = [*instrumentation, self.before_request, *(f for f in before if f not in instrumentation)]
+        app.after_request_funcs.setdefault(None, []).insert(0, self.after_request)
         app.teardown_request(self.teardown_request)
         got_request_exception.connect(self.on_exception, app, weak=False)
 
@@ -90,23 +101,32 @@ class RequestLifecycle:
             if self.is_excluded(request.path, request.url):
                 return
             request.environ[ENVIRON_KEY] = _InFlight()
-            self._redact_span_query()
+            self._sanitize_span()
         except Exception:
             self._failures.report("before_request hook")
 
-    def _redact_span_query(self) -> None:
-        """The instrumentation copies the raw query string onto the span; replace it redacted."""
+    def _sanitize_span(self) -> None:
+        """The instrumentation copies the raw query string, path, user agent and host onto the span:
+        replace the query redacted, and cut every string at ``max_attribute_length`` as ours are."""
         span = trace.get_current_span()
-        if not request.query_string or not span.is_recording():
+        if not span.is_recording():
             return
-        query = truncate(self._redactor.query(request.query_string), self._settings.max_attribute_length)
+        limit = self._settings.max_attribute_length
         current = getattr(span, "attributes", None) or {}
-        for key in _QUERY_BEARING_SPAN_ATTRIBUTES:
-            value = current.get(key)
-            if key == "url.query":
-                span.set_attribute(key, query)
-            elif isinstance(value, str):
-                span.set_attribute(key, value.split("?", 1)[0] + "?" + query)
+        replaced: dict[str, str] = {}
+        if request.query_string:
+            query = truncate(self._redactor.query(request.query_string), limit)
+            for key in _QUERY_BEARING_SPAN_ATTRIBUTES:
+                value = current.get(key)
+                if key == "url.query":
+                    replaced[key] = query
+                elif isinstance(value, str):
+                    replaced[key] = value.split("?", 1)[0] + "?" + query
+        for key, value in current.items():
+            if key not in replaced and isinstance(value, str) and len(value) > limit:
+                replaced[key] = value
+        for key, value in replaced.items():
+            span.set_attribute(key, truncate(value, limit))
 
     def after_request(self, response: Response) -> Response:
         try:
@@ -176,6 +196,10 @@ class RequestLifecycle:
             exception=_exception_info(raised, teardown_exc is not None, settings) if raised else None,
             captured_headers=captured,
         )
+
+
+def _is_flask_instrumentation(function: object) -> bool:
+    return str(getattr(function, "__module__", "")).startswith("opentelemetry.instrumentation.flask")
 
 
 def _server_address(host: str, limit: int) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from flask import Flask
+from flask import Flask, Response
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.trace import ReadableSpan
@@ -273,3 +273,35 @@ def test_disabled_consumers_emit_nothing(exported: Exported) -> None:
     assert exported.request_logs() == []
     span = only_span(exported.server_spans())
     assert "duration_ms" not in (span.attributes or {})
+
+
+def test_requests_answered_by_the_apps_own_hooks_are_recorded(exported: Exported) -> None:
+    app = build_app(monitor=False)
+
+    @app.before_request
+    def require_key() -> tuple[str, int] | None:
+        from flask import request
+
+        return ("missing key", 401) if request.path == "/items/9" else None
+
+    @app.after_request
+    def mark_accepted(response: Response) -> Response:
+        if response.status_code == 201:
+            response.status_code = 202
+        return response
+
+    from otel_flask_monitor import FlaskMonitor
+
+    FlaskMonitor(app)
+    client = app.test_client()
+    assert client.get("/items/9").status_code == 401
+    assert client.post("/items", json={}).status_code == 202
+
+    statuses = [
+        dict(r.log_record.attributes or {})["http.response.status_code"] for r in exported.request_logs()
+    ]
+    assert statuses == [401, 202]
+    assert [s.attributes["http.response.status_code"] for s in exported.server_spans() if s.attributes] == [
+        401,
+        202,
+    ]
