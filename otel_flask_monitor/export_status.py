@@ -94,6 +94,18 @@ class ExportHealth:
         with self._lock:
             self._signals[signal] = _SignalStatus(signal, endpoint)
 
+    def reset_after_fork(self) -> None:
+        """In a forked child: the same signals and endpoints, none of the parent's counts or state.
+
+        A parent's thread may have held the lock at fork time; the child gets a new one.
+        """
+        self._lock = threading.Lock()
+        self._signals = {name: _SignalStatus(name, s.endpoint) for name, s in self._signals.items()}
+        self._outage_started = None
+        self._lost_in_outage = 0
+        self._last_error = None
+        self._exit_deadline = None
+
     @property
     def configured(self) -> bool:
         return bool(self._signals)

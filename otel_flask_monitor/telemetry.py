@@ -42,7 +42,7 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
     PeriodicExportingMetricReader,
 )
-from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
+from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -267,9 +267,54 @@ def build_resource(service_name: str | None, fallback_service_name: str) -> Reso
         attributes[SERVICE_NAME] = service_name
     elif not env_names_service:
         attributes[SERVICE_NAME] = fallback_service_name
-    if "service.instance.id=" not in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""):
+    if not _instance_id_pinned():
         attributes[SERVICE_INSTANCE_ID] = str(uuid.uuid4())
+    # Tells the workers of a pre-fork server apart in the backend (Loki: `process_pid` metadata);
+    # refreshed in each forked child by _after_fork_in_child.
+    attributes[PROCESS_PID] = str(os.getpid())
     return Resource.create(attributes)
+
+
+def _instance_id_pinned() -> bool:
+    return "service.instance.id=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+
+
+def _process_identity() -> Resource:
+    """The resource attributes that name this process: they must change when the process forks."""
+    attributes: dict[str, str] = {PROCESS_PID: str(os.getpid())}
+    if not _instance_id_pinned():
+        attributes[SERVICE_INSTANCE_ID] = str(uuid.uuid4())
+    return Resource(attributes)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a gunicorn worker under ``--preload``) is a new instance of the service.
+
+    Providers built before the fork carry the parent's ``process.pid`` and ``service.instance.id``:
+    every worker would report as the master, one instance in the backend. The SDK (1.45) re-runs its
+    own process-dependent resource detectors in the child, which renews ``service.instance.id`` but
+    not the ``process.pid`` the monitor adds; so the monitor gives every provider it owns one fresh
+    identity here, shared by all three signals. Locks the parent's threads may have held at fork time
+    are replaced, and the export counts start from zero: they described the parent.
+    """
+    _PROCESS.lock = threading.Lock()
+    _PROCESS.health.reset_after_fork()
+    if not _PROCESS.owned:
+        return
+    identity = _process_identity()
+    for provider in _PROCESS.owned:
+        # Private: the SDK providers' own after-fork hook uses `_update_resource` (merge the new
+        # attributes into the provider's resource and hand it to the tracers/loggers already made);
+        # there is no public way to change a provider's resource. The SDK's hooks run before this
+        # one (registered earlier, at provider construction), so the identity set here is final.
+        update = getattr(provider, "_update_resource", None)
+        if update is None:
+            _logger.debug("cannot renew the resource of %r after fork", provider)
+            continue
+        try:
+            update(identity)
+        except Exception:
+            _logger.debug("renewing the resource of %r after fork failed", provider, exc_info=True)
 
 
 def _setup_traces(resource: Resource, health: ExportHealth) -> SdkTracerProvider:
@@ -336,6 +381,9 @@ def setup_telemetry(
                 capture_sdk_export_logs(_PROCESS.health)
             if _PROCESS.owned:
                 atexit.register(_shutdown_owned, flush_timeout_seconds)
+            if hasattr(os, "register_at_fork"):
+                # Registered after the providers': os.register_at_fork runs child hooks in order.
+                os.register_at_fork(after_in_child=_after_fork_in_child)
     return Telemetry(
         logger=get_logger(INSTRUMENTATION_NAME, __version__),
         meter=metrics.get_meter(INSTRUMENTATION_NAME, __version__),

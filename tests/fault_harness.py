@@ -1,0 +1,508 @@
+"""Real processes for the fault, shutdown and pre-fork tests (a helper module, not a test file).
+
+- :class:`Gunicorn`: the demo app under a real gunicorn on 127.0.0.1 (a free port), stderr in a file.
+- :class:`Rotel`: a real Collector process (``rotel-agent``) that forwards OTLP/HTTP to a receiver.
+- :class:`FaultyCollector`: an OTLP/HTTP endpoint the test controls: answers 200 (and keeps the
+  records the way Loki would), 500, 429 with ``Retry-After``, 400, or sleeps past the exporter timeout.
+- :func:`drive`: a bounded number of requests from a thread pool, with their latencies and failures.
+
+Everything listens on and talks to 127.0.0.1 only; every wait is bounded; callers stop processes in
+``finally`` (the classes are context managers that do it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Final
+
+import psutil
+import pytest
+import requests
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from tests.loki_receiver import LokiEntry, entries_from_request
+
+REPO: Final = Path(__file__).parent.parent
+DEMO_APP: Final = "otel_flask_monitor.demo.app:create_app()"
+START_TIMEOUT_SECONDS: Final = 30.0
+STOP_TIMEOUT_SECONDS: Final = 20.0
+
+# What the SDK writes on every failed or retried export; the monitor must replace it with one line.
+SDK_NOISE: Final = ("Transient error", "Failed to export", "Queue full", "Exception while exporting")
+OUTAGE_WARNING: Final = "telemetry export to"
+RECOVERY_LINE: Final = "telemetry export recovered"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(
+    port: int, process: subprocess.Popen[bytes], name: str, diagnostics: Callable[[], str]
+) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{name} exited with {process.returncode} before listening:\n{diagnostics()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            time.sleep(0.05)
+        else:
+            return
+    pytest.fail(
+        f"{name} did not listen on 127.0.0.1:{port} within {START_TIMEOUT_SECONDS}s:\n{diagnostics()}"
+    )
+
+
+def stop_process(
+    process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> int | None:
+    """Signal, wait (bounded), then kill. Returns the exit code of a graceful exit, None if killed."""
+    if process.poll() is not None:
+        return process.returncode
+    try:
+        process.send_signal(sig)
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+        return None
+
+
+def base_env(endpoint: str, **extra: str) -> dict[str, str]:
+    """The test's environment without any OTEL_* variable of the caller's, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTEL_FLASK_MONITOR_"))}
+    env["PYTHONPATH"] = str(REPO)
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+    env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
+    env.update(extra)
+    return env
+
+
+class Gunicorn:
+    """``gunicorn '<app>'`` on 127.0.0.1:<free port>; stderr (the app's warnings) kept in a file."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_dir: Path,
+        *,
+        workers: int = 1,
+        threads: int = 1,
+        preload: bool = False,
+        app: str = DEMO_APP,
+        name: str = "gunicorn",
+    ) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.stderr_path = log_dir / f"{name}.stderr"
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(workers),
+            "--graceful-timeout",
+            "15",
+            "--timeout",
+            "30",
+        ]
+        if threads > 1:
+            command += ["--worker-class", "gthread", "--threads", str(threads)]
+        if preload:
+            command.append("--preload")
+        command.append(app)
+        self._stderr = self.stderr_path.open("wb")
+        self.process = subprocess.Popen(
+            command, env=dict(env), cwd=REPO, stdout=subprocess.DEVNULL, stderr=self._stderr
+        )
+        self.workers = workers
+
+    def __enter__(self) -> Gunicorn:
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.kill()
+
+    def stderr_lines(self) -> list[str]:
+        self._stderr.flush()
+        return self.stderr_path.read_text(errors="replace").splitlines()
+
+    def diagnostics(self) -> str:
+        return "\n".join(self.stderr_lines()[-60:])
+
+    def wait_ready(self) -> None:
+        wait_for_port(self.port, self.process, "gunicorn", self.diagnostics)
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if len(self.worker_pids()) == self.workers:
+                try:
+                    # The monitor records no request of its own routes: counts in tests stay exact.
+                    if requests.get(self.base_url + "/monitoring/health", timeout=5).status_code == 200:
+                        return
+                except requests.RequestException:
+                    pass
+            time.sleep(0.1)
+        pytest.fail(f"gunicorn workers not ready within {START_TIMEOUT_SECONDS}s:\n{self.diagnostics()}")
+
+    def worker_pids(self) -> list[int]:
+        try:
+            return sorted(child.pid for child in psutil.Process(self.process.pid).children())
+        except psutil.Error:
+            return []
+
+    def worker_rss(self) -> int:
+        """Resident memory of all workers together, in bytes."""
+        total = 0
+        for pid in self.worker_pids():
+            with contextlib.suppress(psutil.Error):
+                total += psutil.Process(pid).memory_info().rss
+        return total
+
+    def health(self) -> dict[str, Any]:
+        response = requests.get(self.base_url + "/monitoring/health", timeout=5)
+        response.raise_for_status()
+        document: dict[str, Any] = response.json()
+        return document
+
+    def signal_counts(self, signal_name: str = "logs") -> dict[str, Any]:
+        """``telemetry.signals[<signal>]`` of ``/monitoring/health`` (of the worker that answered)."""
+        for entry in self.health()["telemetry"]["signals"]:
+            if entry["signal"] == signal_name:
+                found: dict[str, Any] = entry
+                return found
+        raise AssertionError(f"no {signal_name!r} signal in /monitoring/health")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        code = stop_process(self.process, sig, STOP_TIMEOUT_SECONDS)
+        self._stderr.flush()
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            for pid in self.worker_pids():
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self._stderr.close()
+
+
+def rotel_agent() -> Path:
+    import rotel
+
+    agent = Path(rotel.__file__).parent / "rotel-agent"
+    if not agent.is_file():
+        pytest.fail(f"rotel-agent not found in the rotel package at {agent}", pytrace=False)
+    return agent
+
+
+class Rotel:
+    """A real Collector process: OTLP/HTTP in on ``http_port``, OTLP/HTTP out to ``forward_to``."""
+
+    def __init__(self, forward_to: str, log_dir: Path, http_port: int | None = None) -> None:
+        self.http_port = http_port or free_port()
+        self.grpc_port = free_port()
+        self.forward_to = forward_to
+        self.log_dir = log_dir
+        self.process: subprocess.Popen[bytes] | None = None
+        self._starts = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> None:
+        self._starts += 1
+        out = (self.log_dir / f"rotel-{self._starts}.out").open("wb")
+        self.process = subprocess.Popen(
+            [
+                str(rotel_agent()),
+                "start",
+                "--otlp-http-endpoint",
+                f"127.0.0.1:{self.http_port}",
+                "--otlp-grpc-endpoint",
+                f"127.0.0.1:{self.grpc_port}",
+                "--exporter",
+                "otlp",
+                "--otlp-exporter-protocol",
+                "http",
+                "--otlp-exporter-endpoint",
+                self.forward_to,
+                "--batch-timeout",
+                "100ms",
+                "--pid-file",
+                str(self.log_dir / "rotel.pid"),
+                "--log-file",
+                str(self.log_dir / "rotel.log"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        out.close()
+        process = self.process
+        wait_for_port(self.http_port, process, "rotel-agent", self._output)
+
+    def _output(self) -> str:
+        return (self.log_dir / f"rotel-{self._starts}.out").read_text(errors="replace")[-3000:]
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, not a shutdown (what it had buffered is gone)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def __enter__(self) -> Rotel:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.kill()
+
+
+_ROUTES: Final[dict[str, tuple[type[Any], type[Any]]]] = {
+    "/v1/logs": (ExportLogsServiceRequest, ExportLogsServiceResponse),
+    "/v1/traces": (ExportTraceServiceRequest, ExportTraceServiceResponse),
+    "/v1/metrics": (ExportMetricsServiceRequest, ExportMetricsServiceResponse),
+}
+
+MODES: Final = ("ok", "500", "429", "400", "slow")
+
+
+@dataclass
+class _CollectorState:
+    condition: threading.Condition = field(default_factory=threading.Condition)
+    mode: str = "ok"
+    slow_seconds: float = 2.5
+    retry_after: str = "1"
+    entries: list[LokiEntry] = field(default_factory=list)
+    spans: int = 0
+    metric_requests: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    closing: threading.Event = field(default_factory=threading.Event)
+
+
+class _FaultyHandler(BaseHTTPRequestHandler):
+    server: _FaultyServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def _reply(self, status: int, body: bytes = b"", headers: Iterable[tuple[str, str]] = ()) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        state = self.server.state
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        route = _ROUTES.get(self.path.split("?", 1)[0])
+        if route is None:
+            self._reply(404)
+            return
+        with state.condition:
+            mode = state.mode
+            if mode != "ok":
+                state.refused[mode] = state.refused.get(mode, 0) + 1
+        try:
+            if mode == "slow":
+                # Past the exporter's timeout: the exporter has given up before this answers.
+                state.closing.wait(state.slow_seconds)
+                self._reply(503)
+            elif mode == "429":
+                self._reply(429, headers=[("Retry-After", state.retry_after)])
+            elif mode in ("500", "400"):
+                self._reply(int(mode))
+            else:
+                self._accept(route, raw)
+        except OSError:
+            pass  # the exporter hung up (it timed out): nothing to answer
+
+    def _accept(self, route: tuple[type[Any], type[Any]], raw: bytes) -> None:
+        request_type, response_type = route
+        message = request_type()
+        message.ParseFromString(raw)
+        state = self.server.state
+        with state.condition:
+            if isinstance(message, ExportLogsServiceRequest):
+                state.entries.extend(entries_from_request(message))
+            elif isinstance(message, ExportTraceServiceRequest):
+                state.spans += sum(
+                    len(scope.spans) for resource in message.resource_spans for scope in resource.scope_spans
+                )
+            else:
+                state.metric_requests += 1
+            state.condition.notify_all()
+        self._reply(200, response_type().SerializeToString())
+
+
+class _FaultyServer(ThreadingHTTPServer):
+    daemon_threads = True
+    state: _CollectorState
+
+
+class FaultyCollector:
+    """An OTLP/HTTP endpoint on 127.0.0.1 whose answer the test sets: ``collector.mode = "429"``."""
+
+    def __init__(self) -> None:
+        self._server = _FaultyServer(("127.0.0.1", 0), _FaultyHandler)
+        self._server.state = _CollectorState()
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def mode(self) -> str:
+        return self._server.state.mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        assert value in MODES
+        with self._server.state.condition:
+            self._server.state.mode = value
+
+    def entries(self) -> list[LokiEntry]:
+        with self._server.state.condition:
+            return list(self._server.state.entries)
+
+    def spans(self) -> int:
+        with self._server.state.condition:
+            return self._server.state.spans
+
+    def refused(self) -> dict[str, int]:
+        with self._server.state.condition:
+            return dict(self._server.state.refused)
+
+    def wait_for(
+        self, predicate: Callable[[list[LokiEntry]], bool], timeout: float, what: str
+    ) -> list[LokiEntry]:
+        state = self._server.state
+        with state.condition:
+            ok = state.condition.wait_for(lambda: predicate(state.entries), timeout)
+            entries = list(state.entries)
+        if not ok:
+            raise AssertionError(f"{what} not met within {timeout}s ({len(entries)} entries received)")
+        return entries
+
+    def close(self) -> None:
+        self._server.state.closing.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> FaultyCollector:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class Load:
+    """What a batch of app requests saw."""
+
+    sent: int
+    failed: int
+    latencies_ms: list[float]
+
+    @property
+    def p99_ms(self) -> float:
+        return percentile(self.latencies_ms, 0.99)
+
+    @property
+    def p50_ms(self) -> float:
+        return percentile(self.latencies_ms, 0.50)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[max(math.ceil(fraction * len(ordered)) - 1, 0)]
+
+
+def drive(base_url: str, paths: list[str], concurrency: int = 8, timeout: float = 10.0) -> Load:
+    """Send every path once (GET) from ``concurrency`` threads; a failure is an error or a 5xx."""
+    local = threading.local()
+
+    def one(path: str) -> float | None:
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+        started = time.perf_counter()
+        try:
+            status = session.get(base_url + path, timeout=timeout).status_code
+        except requests.RequestException:
+            return None
+        elapsed = (time.perf_counter() - started) * 1000
+        return None if status >= 500 else elapsed
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        results = list(pool.map(one, paths))
+    latencies = [r for r in results if r is not None]
+    return Load(sent=len(paths), failed=len(paths) - len(latencies), latencies_ms=latencies)
+
+
+def tagged_paths(phase: str, count: int) -> list[str]:
+    """Fast demo requests whose log records say which phase of a test sent them."""
+    return [f"/api/products?phase={phase}&i={n}" for n in range(count)]
+
+
+def phase_of(entry: LokiEntry) -> str | None:
+    query = entry.get("url_query") or ""
+    for part in query.split("&"):
+        if part.startswith("phase="):
+            return part.removeprefix("phase=")
+    return None
+
+
+def stderr_report(lines: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(outage warnings, recovery lines, SDK noise) in a server's stderr."""
+    warnings = [line for line in lines if OUTAGE_WARNING in line]
+    recoveries = [line for line in lines if RECOVERY_LINE in line]
+    # The outage warning quotes the SDK's first message as its cause; noise is the SDK's own lines.
+    noise = [line for line in lines if line.startswith(SDK_NOISE) or "Traceback" in line]
+    return warnings, recoveries, noise
