@@ -1,0 +1,107 @@
+"""Graceful shutdown flushes every queued record of a completed request: nothing is lost at exit.
+
+The batch delays are long (60 s), so at shutdown every record is still queued: what arrives at the
+Loki stand-in afterwards is exactly what the exit flush delivered.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Final
+
+import pytest
+
+from tests.fault_harness import (
+    REPO,
+    Gunicorn,
+    base_env,
+    drive,
+    free_port,
+    stderr_report,
+    stop_process,
+    tagged_paths,
+    wait_for_port,
+)
+from tests.loki_receiver import LokiReceiver
+
+pytestmark = pytest.mark.slow
+
+REQUESTS: Final = 200
+QUEUED_ONLY: Final = {
+    # Nothing leaves on a timer during the test; the batch size is larger than what is sent.
+    "OTEL_BLRP_SCHEDULE_DELAY": "60000",
+    "OTEL_BSP_SCHEDULE_DELAY": "60000",
+    "OTEL_METRIC_EXPORT_INTERVAL": "60000",
+}
+
+
+def _expected_queries(count: int) -> set[str]:
+    return {f"phase=exit&i={n}" for n in range(count)}
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["fork-then-load", "preload"])
+def test_sigterm_to_gunicorn_flushes_every_record(preload: bool, tmp_path: Path) -> None:
+    with LokiReceiver() as loki:
+        env = base_env(loki.otlp_endpoint, **QUEUED_ONLY)
+        with Gunicorn(env, tmp_path, workers=2, preload=preload) as server:
+            load = drive(server.base_url, tagged_paths("exit", REQUESTS), concurrency=4)
+            time.sleep(0.5)
+            before = len(loki.entries())
+            started = time.monotonic()
+            code = server.stop(signal.SIGTERM)
+            stop_seconds = time.monotonic() - started
+            stderr = server.stderr_lines()
+        entries = loki.wait_for(lambda es: len(es) >= REQUESTS, timeout=5, description="flushed records")
+        time.sleep(0.3)  # anything extra (a duplicate) would arrive now
+        entries = loki.entries()
+
+    assert load.failed == 0
+    assert before == 0, "records left before shutdown: the test would not show the exit flush"
+    assert code == 0, stderr[-30:]
+    assert stop_seconds < 15, stop_seconds
+    queries = [entry.get("url_query") for entry in entries]
+    assert len(queries) == REQUESTS, len(queries)
+    assert set(queries) == _expected_queries(REQUESTS)
+    warnings, _, noise = stderr_report(stderr)
+    assert warnings == [], stderr
+    assert noise == [], stderr
+    assert not [line for line in stderr if "could not be delivered" in line]
+
+
+def test_normal_exit_of_python_app_flushes_every_record(tmp_path: Path) -> None:
+    """``python -m otel_flask_monitor.demo`` (werkzeug), stopped with Ctrl-C: a normal interpreter exit."""
+    count = 150
+    with LokiReceiver() as loki:
+        port = free_port()
+        out = (tmp_path / "demo.out").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "otel_flask_monitor.demo", "--port", str(port)],
+            env=base_env(loki.otlp_endpoint, **QUEUED_ONLY),
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        out.close()
+        log = tmp_path / "demo.out"
+        try:
+            wait_for_port(port, process, "demo", lambda: log.read_text(errors="replace"))
+            load = drive(f"http://127.0.0.1:{port}", tagged_paths("exit", count), concurrency=4)
+            time.sleep(0.5)
+            before = len(loki.entries())
+            code = stop_process(process, signal.SIGINT, timeout=15)
+        finally:
+            stop_process(process, signal.SIGKILL)
+        entries = loki.wait_for(lambda es: len(es) >= count, timeout=5, description="flushed records")
+        time.sleep(0.3)
+        entries = loki.entries()
+
+    assert load.failed == 0
+    assert before == 0
+    assert code == 0, log.read_text(errors="replace")[-2000:]
+    queries = [entry.get("url_query") for entry in entries]
+    assert len(queries) == count
+    assert set(queries) == _expected_queries(count)
