@@ -215,7 +215,7 @@ def main() -> None:
                 health = export_health(monitored_port)
     print_table(results, arguments)
     if health is not None:
-        print("monitored worker's export health:", json.dumps(health.get("export", health))[:600])
+        print("monitored worker's export health:", json.dumps(health.get("telemetry", health))[:800])
 
 
 def print_table(results: dict[str, list[dict[str, float]]], arguments: argparse.Namespace) -> None:
