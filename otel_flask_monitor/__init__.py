@@ -4,11 +4,37 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from otel_flask_monitor.config import ConfigError, MonitorSettings
-from otel_flask_monitor.extension import FlaskMonitor, get_state
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from otel_flask_monitor.aggregates import AggregateStore
 from otel_flask_monitor.record import ExceptionInfo, RequestRecord
 
+if TYPE_CHECKING:
+    from otel_flask_monitor.config import ConfigError, MonitorSettings
+    from otel_flask_monitor.extension import FlaskMonitor, get_state
+
+# Names whose modules import Flask load on first use, so that the Flask-free parts
+# (``otel_flask_monitor.aggregates``, ``otel_flask_monitor.record``) import without Flask.
+_LAZY = {
+    "ConfigError": "otel_flask_monitor.config",
+    "MonitorSettings": "otel_flask_monitor.config",
+    "FlaskMonitor": "otel_flask_monitor.extension",
+    "get_state": "otel_flask_monitor.extension",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
+    "AggregateStore",
     "ConfigError",
     "ExceptionInfo",
     "FlaskMonitor",

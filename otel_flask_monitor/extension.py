@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -10,6 +11,7 @@ from flask import Flask, jsonify
 from opentelemetry import trace
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from otel_flask_monitor.aggregates import AggregateStore
 from otel_flask_monitor.config import MonitorSettings, resolve_settings
 from otel_flask_monitor.dispatch import Consumer, FailureReporter, RecordDispatcher
 from otel_flask_monitor.hooks import RequestLifecycle, current_trace_id
@@ -17,6 +19,7 @@ from otel_flask_monitor.logs import emit_request_log
 from otel_flask_monitor.record import RequestRecord
 from otel_flask_monitor.redaction import Redactor
 from otel_flask_monitor.spans import enrich_span
+from otel_flask_monitor.system_metrics import start_system_metrics
 from otel_flask_monitor.telemetry import Telemetry, setup_telemetry
 
 EXTENSION_KEY: Final = "otel_flask_monitor"
@@ -32,6 +35,7 @@ class MonitorState:
     telemetry: Telemetry
     failures: FailureReporter
     lifecycle: RequestLifecycle
+    aggregates: AggregateStore
 
 
 def get_state(app: Flask) -> MonitorState:
@@ -74,8 +78,10 @@ class FlaskMonitor:
         )
         if settings.instrument_flask:
             _instrument(app, settings)
+        start_system_metrics(telemetry.meter)  # once per process, however many apps
         failures = FailureReporter()
-        dispatcher = RecordDispatcher(_consumers(settings, telemetry), failures)
+        aggregates = AggregateStore.from_settings(settings)
+        dispatcher = RecordDispatcher(_consumers(settings, telemetry, aggregates), failures)
         lifecycle = RequestLifecycle(
             settings,
             Redactor(settings.redacted_headers, settings.redacted_query_params),
@@ -85,10 +91,16 @@ class FlaskMonitor:
         lifecycle.register(app)
         if settings.json_errors:
             _register_json_500(app)
-        app.extensions[EXTENSION_KEY] = MonitorState(settings, telemetry, failures, lifecycle)
+        if settings.dashboard_enabled:
+            from otel_flask_monitor.dashboard import build_blueprint
+
+            app.register_blueprint(build_blueprint(), url_prefix=settings.url_prefix)
+        app.extensions[EXTENSION_KEY] = MonitorState(settings, telemetry, failures, lifecycle, aggregates)
 
 
-def _consumers(settings: MonitorSettings, telemetry: Telemetry) -> list[tuple[str, Consumer]]:
+def _consumers(
+    settings: MonitorSettings, telemetry: Telemetry, aggregates: AggregateStore
+) -> list[tuple[str, Consumer]]:
     consumers: list[tuple[str, Consumer]] = []
     if settings.enrich_spans:
         consumers.append(("span", lambda record: enrich_span(trace.get_current_span(), record)))
@@ -99,6 +111,7 @@ def _consumers(settings: MonitorSettings, telemetry: Telemetry) -> list[tuple[st
             emit_request_log(logger, record)
 
         consumers.append(("log", log))
+    consumers.append(("aggregates", aggregates.record))
     return consumers
 
 
@@ -109,7 +122,8 @@ def _instrument(app: Flask, settings: MonitorSettings) -> None:
 
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
-    own_routes = "^" + settings.url_prefix + "(/|$)"
+    # The instrumentation matches these against the full URL (scheme and host included).
+    own_routes = "://[^/]+" + re.escape(settings.url_prefix) + "(?:[/?]|$)"
     excluded = ",".join(filter(None, [os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS", ""), own_routes]))
     FlaskInstrumentor().instrument_app(app, excluded_urls=excluded)  # type: ignore[no-untyped-call]
 

@@ -1,0 +1,454 @@
+// otel-flask-monitor dashboard. Every value from the server is inserted with textContent (never as
+// markup): paths, user agents and exception names are attacker-controlled text.
+(function () {
+  "use strict";
+
+  var body = document.body;
+  var statsUrl = body.getAttribute("data-stats-url");
+  var healthUrl = body.getAttribute("data-health-url");
+  var refreshMs = parseInt(body.getAttribute("data-refresh-ms"), 10) || 5000;
+  var SVG_NS = "http://www.w3.org/2000/svg";
+
+  var sortState = { key: "requests", descending: true };
+  var lastStats = null;
+
+  function byId(id) {
+    return document.getElementById(id);
+  }
+
+  function setText(id, value) {
+    byId(id).textContent = value;
+  }
+
+  function clear(node) {
+    while (node.firstChild) {
+      node.removeChild(node.firstChild);
+    }
+  }
+
+  function cell(row, text, className) {
+    var td = document.createElement("td");
+    td.textContent = text;
+    if (className) {
+      td.className = className;
+    }
+    row.appendChild(td);
+    return td;
+  }
+
+  function emptyRow(tbody, columns, text) {
+    var row = document.createElement("tr");
+    var td = cell(row, text, "muted empty");
+    td.colSpan = columns;
+    tbody.appendChild(row);
+  }
+
+  function number(value, digits) {
+    if (value === null || value === undefined || isNaN(value)) {
+      return "–";
+    }
+    return Number(value).toLocaleString(undefined, {
+      minimumFractionDigits: digits || 0,
+      maximumFractionDigits: digits || 0,
+    });
+  }
+
+  function ms(value) {
+    if (value === null || value === undefined) {
+      return "–";
+    }
+    if (value < 10) {
+      return number(value, 2);
+    }
+    if (value < 100) {
+      return number(value, 1);
+    }
+    return number(value, 0);
+  }
+
+  function percent(ratio) {
+    return number(ratio * 100, 1) + " %";
+  }
+
+  function duration(seconds) {
+    seconds = Math.floor(seconds);
+    var days = Math.floor(seconds / 86400);
+    var hours = Math.floor((seconds % 86400) / 3600);
+    var minutes = Math.floor((seconds % 3600) / 60);
+    if (days > 0) {
+      return days + " d " + hours + " h";
+    }
+    if (hours > 0) {
+      return hours + " h " + minutes + " min";
+    }
+    if (minutes > 0) {
+      return seconds % 60 ? minutes + " min " + (seconds % 60) + " s" : minutes + " min";
+    }
+    return seconds + " s";
+  }
+
+  function clock(unixSeconds) {
+    if (!unixSeconds) {
+      return "–";
+    }
+    return new Date(unixSeconds * 1000).toLocaleTimeString();
+  }
+
+  // ---- status, system and export cards -------------------------------------------------------
+
+  function renderHealth(health) {
+    var pill = byId("status-pill");
+    pill.textContent = health.status;
+    pill.className = "pill " + (health.status === "ok" ? "pill-ok" : "pill-degraded");
+
+    var system = health.system_metrics || {};
+    setText("system-status", health.reasons && health.reasons.length ? health.reasons.join("; ") : "ok");
+    setText("system-cpu", number(system.cpu_percent, 1) + " %");
+    setText("system-memory", number(system.memory_rss_mb, 1) + " MB");
+    setText("system-memory-percent", number(system.memory_percent, 1) + " %");
+    setText("system-threads", number(system.threads));
+    setText("system-uptime", duration(health.uptime_seconds));
+    setText("system-pid", String(system.pid));
+
+    var telemetry = health.telemetry || { signals: [] };
+    var rows = byId("export-rows");
+    clear(rows);
+    if (!telemetry.managed_by_monitor) {
+      setText("export-summary", "Exporters are configured outside the monitor; their state is not tracked here.");
+    } else {
+      setText("export-summary", telemetry.healthy ? "All signals exporting." : "Export failing: telemetry is being dropped.");
+    }
+    telemetry.signals.forEach(function (signal) {
+      var row = document.createElement("tr");
+      cell(row, signal.signal);
+      cell(row, signal.healthy ? "ok" : "failing", signal.healthy ? "ok-text" : "error-text");
+      cell(row, number(signal.exported), "num");
+      cell(row, number(signal.failed), "num");
+      cell(row, number(signal.dropped), signal.dropped > 0 ? "num error-text" : "num");
+      cell(row, clock(signal.last_success_unix));
+      row.title = signal.endpoint;
+      rows.appendChild(row);
+    });
+    if (!telemetry.signals.length) {
+      emptyRow(rows, 6, "no exporter managed by the monitor");
+    }
+    var exportError = byId("export-error");
+    exportError.hidden = !telemetry.last_error;
+    exportError.textContent = telemetry.last_error ? "Last error: " + telemetry.last_error : "";
+
+    var failures = health.internal_failures || {};
+    var names = Object.keys(failures);
+    setText(
+      "internal-failures",
+      names.length
+        ? "Internal monitor failures: " + names.map(function (name) { return name + " × " + failures[name]; }).join(", ")
+        : "No internal monitor failures."
+    );
+  }
+
+  // ---- traffic card, routes table, error lists -------------------------------------------------
+
+  function renderTotals(stats) {
+    var totals = stats.totals;
+    setText("window-label", duration(stats.window_seconds));
+    setText("total-requests", number(totals.requests));
+    setText("total-rps", number(totals.requests_per_second, 2) + " req/s");
+    setText("total-error-rate", percent(totals.error_rate));
+    setText("total-server-errors", number(totals.server_errors));
+    var latency = totals.latency_ms;
+    setText("total-latency", ms(latency.p50) + " / " + ms(latency.p95) + " / " + ms(latency.p99) + " ms");
+  }
+
+  function sortValue(route, key) {
+    if (key === "p50" || key === "p95" || key === "p99") {
+      var value = route.latency_ms[key];
+      return value === null ? -1 : value;
+    }
+    return route[key];
+  }
+
+  function sortedRoutes(routes) {
+    var key = sortState.key;
+    var sign = sortState.descending ? -1 : 1;
+    return routes.slice().sort(function (a, b) {
+      var left = sortValue(a, key);
+      var right = sortValue(b, key);
+      if (left < right) {
+        return -sign;
+      }
+      if (left > right) {
+        return sign;
+      }
+      return b.requests - a.requests;
+    });
+  }
+
+  function renderRoutes(stats) {
+    var tbody = byId("routes-rows");
+    clear(tbody);
+    var routes = sortedRoutes(stats.routes);
+    routes.forEach(function (route) {
+      var row = document.createElement("tr");
+      row.setAttribute("data-route", route.route);
+      row.setAttribute("data-method", route.method);
+      cell(row, route.method, "method");
+      cell(row, route.route, "route");
+      cell(row, number(route.requests), "num requests");
+      cell(row, number(route.requests_per_second, 2), "num");
+      var errors = route.client_errors + route.server_errors;
+      var errorCell = cell(row, percent(route.error_rate), route.server_errors > 0 ? "num error-text" : "num");
+      errorCell.title = route.client_errors + " client (4xx), " + route.server_errors + " server (5xx)";
+      if (errors === 0) {
+        errorCell.className = "num muted";
+      }
+      cell(row, ms(route.latency_ms.p50), "num");
+      cell(row, ms(route.latency_ms.p95), "num");
+      cell(row, ms(route.latency_ms.p99), "num");
+      tbody.appendChild(row);
+    });
+    if (!routes.length) {
+      emptyRow(tbody, 8, "No requests in the window yet.");
+    }
+    var note = "Tracking " + stats.tracked_routes + " of at most " + stats.max_routes + " method/route pairs";
+    setText("routes-note", note + "; more share the row <other>, unmatched paths share <unmatched>.");
+
+    var headers = document.querySelectorAll("#routes-table th[data-key]");
+    Array.prototype.forEach.call(headers, function (th) {
+      var key = th.getAttribute("data-key");
+      if (key === sortState.key) {
+        th.setAttribute("aria-sort", sortState.descending ? "descending" : "ascending");
+      } else {
+        th.removeAttribute("aria-sort");
+      }
+    });
+  }
+
+  function requestCell(row, error, showPath) {
+    var td = document.createElement("td");
+    td.className = "request";
+    var method = document.createElement("span");
+    method.className = "method";
+    method.textContent = error.method + " ";
+    td.appendChild(method);
+    var target = document.createElement("span");
+    target.className = "route";
+    target.textContent = showPath ? error.path : error.route;
+    td.appendChild(target);
+    if (showPath && error.route !== error.path) {
+      var route = document.createElement("div");
+      route.className = "muted small";
+      route.textContent = error.route;
+      td.appendChild(route);
+    }
+    row.appendChild(td);
+  }
+
+  function renderErrors(stats) {
+    var server = byId("server-error-rows");
+    clear(server);
+    stats.recent_errors.forEach(function (error) {
+      var row = document.createElement("tr");
+      cell(row, clock(error.time_unix));
+      requestCell(row, error, false);
+      cell(row, String(error.status_code), "num error-text");
+      cell(row, error.exception_type || "–");
+      cell(row, error.trace_id || "–", "trace-id");
+      server.appendChild(row);
+    });
+    if (!stats.recent_errors.length) {
+      emptyRow(server, 5, "No server errors recorded.");
+    }
+
+    var client = byId("client-error-rows");
+    clear(client);
+    stats.recent_client_errors.forEach(function (error) {
+      var row = document.createElement("tr");
+      cell(row, clock(error.time_unix));
+      requestCell(row, error, true);
+      cell(row, String(error.status_code), "num");
+      cell(row, error.user_agent || "–", "user-agent");
+      cell(row, error.trace_id || "–", "trace-id");
+      client.appendChild(row);
+    });
+    if (!stats.recent_client_errors.length) {
+      emptyRow(client, 5, "No client errors recorded.");
+    }
+  }
+
+  // ---- chart ----------------------------------------------------------------------------------
+
+  function svg(name, attributes, parent) {
+    var node = document.createElementNS(SVG_NS, name);
+    Object.keys(attributes).forEach(function (key) {
+      node.setAttribute(key, String(attributes[key]));
+    });
+    if (parent) {
+      parent.appendChild(node);
+    }
+    return node;
+  }
+
+  function svgText(parent, x, y, text, anchor, className) {
+    var node = svg("text", { x: x, y: y, "text-anchor": anchor || "start", class: className || "axis-label" }, parent);
+    node.textContent = text;
+    return node;
+  }
+
+  function niceMax(value) {
+    if (!(value > 0)) {
+      return 1;
+    }
+    var magnitude = Math.pow(10, Math.floor(Math.log10(value)));
+    var steps = [1, 2, 2.5, 5, 10];
+    for (var i = 0; i < steps.length; i += 1) {
+      if (value <= steps[i] * magnitude) {
+        return steps[i] * magnitude;
+      }
+    }
+    return 10 * magnitude;
+  }
+
+  function latencyPath(points) {
+    var path = "";
+    var drawing = false;
+    points.forEach(function (point) {
+      if (point === null) {
+        drawing = false;
+        return;
+      }
+      path += (drawing ? " L" : " M") + point[0].toFixed(1) + " " + point[1].toFixed(1);
+      drawing = true;
+    });
+    return path.trim();
+  }
+
+  function renderChart(stats) {
+    var container = byId("chart");
+    var width = Math.max(container.clientWidth, 280);
+    var height = width < 600 ? 180 : 240;
+    var margin = { top: 24, right: 48, bottom: 24, left: 44 };
+    var plotWidth = width - margin.left - margin.right;
+    var plotHeight = height - margin.top - margin.bottom;
+    var timeline = stats.timeline;
+    var slotSeconds = stats.slot_seconds;
+
+    var maxRps = niceMax(Math.max.apply(null, timeline.map(function (s) { return s.requests / slotSeconds; }).concat([0])));
+    var maxLatency = niceMax(Math.max.apply(null, timeline.map(function (s) { return s.latency_ms.p95 || 0; }).concat([0])));
+
+    var root = svg("svg", { width: width, height: height, viewBox: "0 0 " + width + " " + height, class: "chart-svg" });
+    var plot = svg("g", { transform: "translate(" + margin.left + "," + margin.top + ")" }, root);
+
+    [0, 0.5, 1].forEach(function (fraction) {
+      var y = plotHeight - fraction * plotHeight;
+      svg("line", { x1: 0, x2: plotWidth, y1: y, y2: y, class: "grid" }, plot);
+      svgText(plot, -6, y + 4, number(maxRps * fraction, maxRps < 10 ? 1 : 0), "end");
+      svgText(plot, plotWidth + 6, y + 4, ms(maxLatency * fraction), "start");
+    });
+    svgText(plot, -6, -12, "req/s", "end", "axis-unit");
+    svgText(plot, plotWidth + 6, -12, "ms", "start", "axis-unit");
+
+    var step = plotWidth / Math.max(timeline.length, 1);
+    var barWidth = Math.max(step - 1, 1);
+    var p50 = [];
+    var p95 = [];
+    timeline.forEach(function (slot, index) {
+      var x = index * step;
+      var rps = slot.requests / slotSeconds;
+      if (slot.requests > 0) {
+        var barHeight = Math.max((rps / maxRps) * plotHeight, 1);
+        svg("rect", { x: x, y: plotHeight - barHeight, width: barWidth, height: barHeight, class: "bar-requests" }, plot);
+        if (slot.server_errors > 0) {
+          var errorHeight = Math.max((slot.server_errors / slotSeconds / maxRps) * plotHeight, 1);
+          svg("rect", { x: x, y: plotHeight - errorHeight, width: barWidth, height: errorHeight, class: "bar-errors" }, plot);
+        }
+      }
+      var center = x + step / 2;
+      var latency = slot.latency_ms;
+      p50.push(latency.p50 === null ? null : [center, plotHeight - (latency.p50 / maxLatency) * plotHeight]);
+      p95.push(latency.p95 === null ? null : [center, plotHeight - (latency.p95 / maxLatency) * plotHeight]);
+    });
+    svg("path", { d: latencyPath(p95), class: "line-p95" }, plot);
+    svg("path", { d: latencyPath(p50), class: "line-p50" }, plot);
+    // Dots too: a slot with traffic between two idle ones has no line to draw.
+    [[p95, "dot-p95"], [p50, "dot-p50"]].forEach(function (series) {
+      series[0].forEach(function (point) {
+        if (point !== null) {
+          svg("circle", { cx: point[0].toFixed(1), cy: point[1].toFixed(1), r: 2.5, class: series[1] }, plot);
+        }
+      });
+    });
+
+    if (timeline.length) {
+      svgText(plot, 0, plotHeight + 16, clock(timeline[0].start_unix), "start");
+      svgText(plot, plotWidth, plotHeight + 16, "now", "end");
+    }
+    clear(container);
+    container.appendChild(root);
+  }
+
+  // ---- refresh loop ---------------------------------------------------------------------------
+
+  function fetchJson(url) {
+    return fetch(url, { cache: "no-store", credentials: "same-origin", headers: { Accept: "application/json" } }).then(
+      function (response) {
+        if (!response.ok) {
+          throw new Error(url + " answered " + response.status);
+        }
+        return response.json();
+      }
+    );
+  }
+
+  function showError(message) {
+    var banner = byId("fetch-error");
+    banner.hidden = !message;
+    banner.textContent = message ? "Could not refresh: " + message + " (showing the last data received)" : "";
+  }
+
+  function refresh() {
+    Promise.all([fetchJson(statsUrl), fetchJson(healthUrl)])
+      .then(function (results) {
+        lastStats = results[0];
+        renderTotals(lastStats);
+        renderRoutes(lastStats);
+        renderErrors(lastStats);
+        renderChart(lastStats);
+        renderHealth(results[1]);
+        setText("updated", "updated " + new Date().toLocaleTimeString());
+        showError("");
+      })
+      .catch(function (error) {
+        showError(error.message);
+      })
+      .then(function () {
+        window.setTimeout(refresh, refreshMs);
+      });
+  }
+
+  Array.prototype.forEach.call(document.querySelectorAll("#routes-table th[data-key] button"), function (button) {
+    button.addEventListener("click", function () {
+      var key = button.parentNode.getAttribute("data-key");
+      if (sortState.key === key) {
+        sortState.descending = !sortState.descending;
+      } else {
+        sortState.key = key;
+        sortState.descending = key !== "method" && key !== "route";
+      }
+      if (lastStats) {
+        renderRoutes(lastStats);
+      }
+    });
+  });
+
+  var resizeTimer = null;
+  window.addEventListener("resize", function () {
+    window.clearTimeout(resizeTimer);
+    resizeTimer = window.setTimeout(function () {
+      if (lastStats) {
+        renderChart(lastStats);
+      }
+    }, 150);
+  });
+
+  refresh();
+})();
