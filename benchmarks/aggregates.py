@@ -1,0 +1,193 @@
+"""Cost of the rolling-window aggregates: per record, memory at max_routes, /monitoring/stats latency.
+
+Run: .venv/bin/python benchmarks/aggregates.py [--quick]
+
+Every figure is printed next to a baseline measured in the same run, because absolute timings depend
+on the machine:
+- ``AggregateStore.record`` vs calling a consumer that does nothing;
+- resident memory with every (route, slot) filled vs the process before the store existed;
+- ``GET /monitoring/stats`` with ``max_routes`` routes over a full window vs ``GET /monitoring/health``
+  and vs ``/stats`` of an empty store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import platform
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import psutil
+from flask import Flask
+
+from otel_flask_monitor import FlaskMonitor, get_state
+from otel_flask_monitor.aggregates import AggregateStore
+from otel_flask_monitor.extension import EXTENSION_KEY
+from otel_flask_monitor.record import RequestRecord
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_record(route: str, duration_ms: float, status: int = 200) -> RequestRecord:
+    return RequestRecord(
+        method="GET",
+        route=route,
+        path=route,
+        query="",
+        scheme="http",
+        status_code=status,
+        request_size=None,
+        response_size=512,
+        content_type="application/json",
+        client_address="127.0.0.1",
+        user_agent="bench",
+        server_address="localhost",
+        duration_ms=duration_ms,
+        cpu_ms=0.1,
+        end_time_ns=0,
+        trace_id="0" * 32,
+    )
+
+
+def per_call_us(
+    function: Callable[[RequestRecord], None], records: list[RequestRecord], repeat: int
+) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for record in records:
+            function(record)
+        best = min(best, (time.perf_counter() - start) / len(records))
+    return best * 1e6
+
+
+def bench_record(calls: int) -> None:
+    rng = random.Random(1)
+    records = [
+        make_record(
+            f"/api/r{rng.randrange(20)}", rng.lognormvariate(3, 1), 500 if rng.random() < 0.02 else 200
+        )
+        for _ in range(calls)
+    ]
+    store = AggregateStore()
+
+    def no_op(_: RequestRecord) -> None:
+        return None
+
+    baseline = per_call_us(no_op, records, repeat=5)
+    cost = per_call_us(store.record, records, repeat=5)
+    print(
+        f"AggregateStore.record: {cost:.2f} us/call "
+        f"(no-op consumer call: {baseline:.3f} us; ratio {cost / baseline:.0f}x)"
+    )
+
+
+def fill_window(store: AggregateStore, clock: FakeClock, records_per_route_slot: int) -> int:
+    """Every tracked route gets records in every slot of one whole window: the memory worst case."""
+    rng = random.Random(2)
+    routes = [f"/api/v1/resource{number}/<int:item_id>" for number in range(store.max_routes)]
+    recorded = 0
+    for _ in range(store.slot_count):
+        clock.now += store.slot_seconds
+        for route in routes:
+            for _ in range(records_per_route_slot):
+                status = 500 if rng.random() < 0.05 else 200
+                store.record(make_record(route, rng.lognormvariate(3, 1.5), status))
+                recorded += 1
+    return recorded
+
+
+def rss() -> int:
+    gc.collect()
+    return int(psutil.Process().memory_info().rss)
+
+
+def median_ms(function: Callable[[], object], repeat: int) -> float:
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1e3
+
+
+def bench_memory_and_stats(max_routes: int, records_per_route_slot: int, repeat: int) -> None:
+    app = Flask("bench")
+    app.get("/ping")(lambda: "pong")
+    FlaskMonitor(app, setup_telemetry=False, instrument_flask=False)
+    client = app.test_client()
+    client.get("/ping")
+    request_ms = median_ms(lambda: client.get("/ping"), repeat * 20)
+    record_us = per_call_us(get_state(app).aggregates.record, [make_record("/ping", 0.5)] * 20_000, 3)
+    print(
+        f"GET /ping through the test client with the monitor: {request_ms * 1000:.0f} us; "
+        f"AggregateStore.record is {record_us:.2f} us of it ({record_us / (request_ms * 10):.1f} %)"
+    )
+    client.get("/monitoring/stats")  # warm up templates, imports, the sampler
+    empty_stats_ms = median_ms(lambda: client.get("/monitoring/stats"), repeat)
+    health_ms = median_ms(lambda: client.get("/monitoring/health"), repeat)
+
+    before = rss()
+    started = time.perf_counter()
+    clock = FakeClock()
+    store = AggregateStore(max_routes=max_routes, clock=clock)
+    recorded = fill_window(store, clock, records_per_route_slot)
+    fill_seconds = time.perf_counter() - started
+    after = rss()
+    cells = max_routes * store.slot_count
+    delta = after - before
+    print(
+        f"memory, {max_routes} routes x {store.slot_count} slots, {records_per_route_slot} records each "
+        f"({recorded:,} records in {fill_seconds:.1f} s): RSS +{delta / 1_048_576:.1f} MiB "
+        f"(process before: {before / 1_048_576:.1f} MiB; ratio {after / before:.2f}x); "
+        f"{delta / cells:.0f} bytes per (route, slot)"
+    )
+
+    state = get_state(app)
+    app.extensions[EXTENSION_KEY] = dataclasses.replace(state, aggregates=store)
+    snapshot_ms = median_ms(store.snapshot, repeat)
+    full_stats_ms = median_ms(lambda: client.get("/monitoring/stats"), repeat)
+    body = len(client.get("/monitoring/stats").data)
+    print(f"snapshot() with {max_routes} routes over a full window: {snapshot_ms:.1f} ms")
+    print(
+        f"GET /monitoring/stats with {max_routes} routes: {full_stats_ms:.1f} ms, {body / 1024:.0f} KiB "
+        f"(empty store: {empty_stats_ms:.2f} ms, ratio {full_stats_ms / empty_stats_ms:.0f}x; "
+        f"GET /monitoring/health: {health_ms:.2f} ms)"
+    )
+
+    # snapshot() keeps the window's closed slots until it subtracts them; with nobody reading for a
+    # whole window, one window of expired slots is retained next to the live one.
+    fill_window(store, clock, records_per_route_slot)
+    retained = rss()
+    print(
+        f"worst case, a second full window without a snapshot: RSS +{(retained - before) / 1_048_576:.1f} MiB"
+    )
+    probe = make_record("/api/v1/resource0/<int:item_id>", 12.0)
+    full_cost = per_call_us(store.record, [probe] * 50_000, 3)
+    print(f"AggregateStore.record with the store full: {full_cost:.2f} us/call")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer records (a smoke run, not for the docs)")
+    arguments = parser.parse_args()
+    print(f"Python {sys.version.split()[0]} on {platform.machine()}, {psutil.cpu_count()} CPUs")
+    bench_record(20_000 if arguments.quick else 200_000)
+    bench_memory_and_stats(200, 2 if arguments.quick else 20, 5 if arguments.quick else 30)
+
+
+if __name__ == "__main__":
+    main()
