@@ -13,7 +13,7 @@ import traceback
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, got_request_exception, request
+from flask import Flask, Request, Response, got_request_exception, request
 from opentelemetry import trace
 from opentelemetry.util.http import ExcludeList, get_excluded_urls
 
@@ -29,11 +29,20 @@ _QUERY_BEARING_SPAN_ATTRIBUTES: Final = ("url.query", "http.target", "http.url",
 
 
 class _InFlight:
-    __slots__ = ("content_type", "exception", "response_size", "start_cpu_ns", "start_ns", "status_code")
+    __slots__ = (
+        "content_type",
+        "exception",
+        "query",
+        "response_size",
+        "start_cpu_ns",
+        "start_ns",
+        "status_code",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, query: str) -> None:
         self.start_ns = time.perf_counter_ns()
         self.start_cpu_ns = time.thread_time_ns()
+        self.query = query
         self.status_code: int | None = None
         self.response_size: int | None = None
         self.content_type: str | None = None
@@ -89,44 +98,31 @@ class RequestLifecycle:
         app.teardown_request(self.teardown_request)
         got_request_exception.connect(self.on_exception, app, weak=False)
 
-    def is_excluded(self, path: str, url: str) -> bool:
+    def is_excluded(self, current: Request) -> bool:
+        path = current.path
         if path == self._own_prefix or path.startswith(self._own_prefix + "/"):
             return True
         if self._excluded_paths is not None and self._excluded_paths.search(path):
             return True
-        return self._excluded_urls is not None and self._excluded_urls.url_disabled(url)
+        # The full URL is built only when OTEL_PYTHON_FLASK_EXCLUDED_URLS asks for it.
+        return self._excluded_urls is not None and self._excluded_urls.url_disabled(current.url)
 
     def before_request(self) -> None:
         try:
-            if self.is_excluded(request.path, request.url):
+            current = _current_request()
+            if self.is_excluded(current):
                 return
-            request.environ[ENVIRON_KEY] = _InFlight()
-            self._sanitize_span()
+            raw_query = current.query_string
+            query = (
+                truncate(self._redactor.query(raw_query), self._settings.max_attribute_length)
+                if raw_query
+                else ""
+            )
+            current.environ[ENVIRON_KEY] = _InFlight(query)
+            if query:
+                _redact_span_query(query)
         except Exception:
             self._failures.report("before_request hook")
-
-    def _sanitize_span(self) -> None:
-        """The instrumentation copies the raw query string, path, user agent and host onto the span:
-        replace the query redacted, and cut every string at ``max_attribute_length`` as ours are."""
-        span = trace.get_current_span()
-        if not span.is_recording():
-            return
-        limit = self._settings.max_attribute_length
-        current = getattr(span, "attributes", None) or {}
-        replaced: dict[str, str] = {}
-        if request.query_string:
-            query = truncate(self._redactor.query(request.query_string), limit)
-            for key in _QUERY_BEARING_SPAN_ATTRIBUTES:
-                value = current.get(key)
-                if key == "url.query":
-                    replaced[key] = query
-                elif isinstance(value, str):
-                    replaced[key] = value.split("?", 1)[0] + "?" + query
-        for key, value in current.items():
-            if key not in replaced and isinstance(value, str) and len(value) > limit:
-                replaced[key] = value
-        for key, value in replaced.items():
-            span.set_attribute(key, truncate(value, limit))
 
     def after_request(self, response: Response) -> Response:
         try:
@@ -169,7 +165,8 @@ class RequestLifecycle:
         limit = settings.max_attribute_length
         raised = teardown_exc or in_flight.exception
         status = in_flight.status_code if in_flight.status_code is not None else 500 if raised else 200
-        headers = request.headers
+        current = _current_request()
+        headers = current.headers
         user_agent = headers.get("User-Agent")
         captured = tuple(
             (name.lower(), truncate(self._redactor.header_value(name, value), limit))
@@ -177,18 +174,18 @@ class RequestLifecycle:
             if (value := headers.get(name)) is not None
         )
         return RequestRecord(
-            method=truncate(request.method, 32),
-            route=truncate(request.url_rule.rule, limit) if request.url_rule is not None else None,
-            path=truncate(request.path, limit),
-            query=truncate(self._redactor.query(request.query_string), limit),
-            scheme=request.scheme,
+            method=truncate(current.method, 32),
+            route=truncate(current.url_rule.rule, limit) if current.url_rule is not None else None,
+            path=truncate(current.path, limit),
+            query=in_flight.query,
+            scheme=current.scheme,
             status_code=status,
-            request_size=request.content_length,
+            request_size=current.content_length,
             response_size=in_flight.response_size,
             content_type=truncate(in_flight.content_type, limit) if in_flight.content_type else None,
-            client_address=request.remote_addr,
+            client_address=current.remote_addr,
             user_agent=truncate(user_agent, limit) if user_agent else None,
-            server_address=_server_address(request.host, limit),
+            server_address=_server_address(current.host, limit),
             duration_ms=duration_ns / 1e6,
             cpu_ms=max(cpu_ns, 0) / 1e6,
             end_time_ns=time.time_ns(),
@@ -196,6 +193,26 @@ class RequestLifecycle:
             exception=_exception_info(raised, teardown_exc is not None, settings) if raised else None,
             captured_headers=captured,
         )
+
+
+def _current_request() -> Request:
+    # One lookup through the context-local proxy instead of one per attribute read.
+    current: Request = request._get_current_object()  # type: ignore[attr-defined]
+    return current
+
+
+def _redact_span_query(query: str) -> None:
+    """The instrumentation copies the raw query string onto the span; replace it redacted."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    current = getattr(span, "attributes", None) or {}
+    for key in _QUERY_BEARING_SPAN_ATTRIBUTES:
+        value = current.get(key)
+        if key == "url.query":
+            span.set_attribute(key, query)
+        elif isinstance(value, str):
+            span.set_attribute(key, value.split("?", 1)[0] + "?" + query)
 
 
 def _is_flask_instrumentation(function: object) -> bool:

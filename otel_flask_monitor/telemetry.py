@@ -99,7 +99,7 @@ def otlp_endpoint(signal: str) -> str:
     return base.rstrip("/") + _HTTP_PATHS[signal]
 
 
-def _exporter_names(signal: str) -> list[str]:
+def exporter_names(signal: str) -> list[str]:
     raw = _env(f"OTEL_{signal.upper()}_EXPORTER", default="otlp")
     return [name.strip().lower() for name in raw.split(",") if name.strip()]
 
@@ -319,7 +319,7 @@ def _after_fork_in_child() -> None:
 
 def _setup_traces(resource: Resource, health: ExportHealth) -> SdkTracerProvider:
     provider = SdkTracerProvider(resource=resource, shutdown_on_exit=False)
-    for name in _exporter_names("traces"):
+    for name in exporter_names("traces"):
         if name == "otlp":
             health.register("traces", otlp_endpoint("traces"))
             exporter = TrackedSpanExporter(_otlp_exporter("traces"), health)
@@ -333,7 +333,7 @@ def _setup_traces(resource: Resource, health: ExportHealth) -> SdkTracerProvider
 
 def _setup_logs(resource: Resource, health: ExportHealth) -> SdkLoggerProvider:
     provider = SdkLoggerProvider(resource=resource, shutdown_on_exit=False)
-    for name in _exporter_names("logs"):
+    for name in exporter_names("logs"):
         if name == "otlp":
             health.register("logs", otlp_endpoint("logs"))
             exporter = TrackedLogExporter(_otlp_exporter("logs"), health)
@@ -347,7 +347,7 @@ def _setup_logs(resource: Resource, health: ExportHealth) -> SdkLoggerProvider:
 
 def _setup_metrics(resource: Resource, health: ExportHealth) -> SdkMeterProvider:
     readers = []
-    for name in _exporter_names("metrics"):
+    for name in exporter_names("metrics"):
         if name == "otlp":
             health.register("metrics", otlp_endpoint("metrics"))
             metric_exporter = TrackedMetricExporter(_otlp_exporter("metrics"), health)

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 from urllib.parse import urlsplit
 
 from otel_flask_monitor import get_state
 from otel_flask_monitor.demo.app import create_app
-from otel_flask_monitor.telemetry import otlp_endpoint, otlp_protocol, sdk_disabled
+from otel_flask_monitor.telemetry import exporter_names, otlp_endpoint, otlp_protocol, sdk_disabled
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 5001
@@ -57,25 +59,21 @@ def describe_telemetry(reachable: Callable[[tuple[str, int]], bool] = is_reachab
         return ["telemetry: disabled (OTEL_SDK_DISABLED=true)"]
     answers: dict[tuple[str, int], bool] = {}  # one connection attempt per endpoint, not per signal
     lines = []
-    for signal in SIGNALS:
-        exporters = [
-            name.strip().lower()
-            for name in (os.environ.get(f"OTEL_{signal.upper()}_EXPORTER", "").strip() or "otlp").split(",")
-            if name.strip()
-        ]
+    for signal_name in SIGNALS:
+        exporters = exporter_names(signal_name)
         if "otlp" not in exporters:
-            setting = f"OTEL_{signal.upper()}_EXPORTER={','.join(exporters)}"
-            lines.append(f"{signal:<8} not exported over OTLP ({setting})")
+            setting = f"OTEL_{signal_name.upper()}_EXPORTER={','.join(exporters)}"
+            lines.append(f"{signal_name:<8} not exported over OTLP ({setting})")
             continue
         try:
-            protocol = otlp_protocol(signal)
-            url = otlp_endpoint(signal)
+            protocol = otlp_protocol(signal_name)
+            url = otlp_endpoint(signal_name)
         except ValueError as error:
-            lines.append(f"{signal:<8} misconfigured: {error}")
+            lines.append(f"{signal_name:<8} misconfigured: {error}")
             continue
         address = endpoint_address(url, protocol)
         if address is None:
-            lines.append(f"{signal:<8} -> {url} (OTLP {protocol}): not a usable endpoint URL")
+            lines.append(f"{signal_name:<8} -> {url} (OTLP {protocol}): not a usable endpoint URL")
             continue
         if address not in answers:
             answers[address] = reachable(address)
@@ -85,7 +83,7 @@ def describe_telemetry(reachable: Callable[[tuple[str, int]], bool] = is_reachab
             else f"NOT reachable (nothing accepts connections at {address[0]}:{address[1]}); "
             "the app works normally and drops this telemetry"
         )
-        lines.append(f"{signal:<8} -> {url} (OTLP {protocol}): {status}")
+        lines.append(f"{signal_name:<8} -> {url} (OTLP {protocol}): {status}")
     return lines
 
 
@@ -128,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         *(f"telemetry:  {line}" for line in describe_telemetry()),
     ]
     print("\n".join(banner), flush=True)
+    # SIGTERM (docker stop, systemd) would end the process without running exit handlers, losing
+    # the telemetry still queued; turning it into a normal exit lets the monitor flush it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # The reloader would run this module twice (two banners, two sets of exporters) and the debugger
     # executes code for whoever reaches the port: neither belongs in a demo that may bind 0.0.0.0.
     app.run(host=arguments.host, port=arguments.port, threaded=True, debug=False, use_reloader=False)
