@@ -119,8 +119,7 @@ class RequestLifecycle:
                 else ""
             )
             current.environ[ENVIRON_KEY] = _InFlight(query)
-            if query:
-                _redact_span_query(query)
+            _sanitize_span(query, self._settings.max_attribute_length)
         except Exception:
             self._failures.report("before_request hook")
 
@@ -201,18 +200,26 @@ def _current_request() -> Request:
     return current
 
 
-def _redact_span_query(query: str) -> None:
-    """The instrumentation copies the raw query string onto the span; replace it redacted."""
+def _sanitize_span(query: str, limit: int) -> None:
+    """The instrumentation copies the raw query string, target, user agent and host onto the span:
+    replace the query redacted, and cut every string at ``limit`` as the record's are."""
     span = trace.get_current_span()
     if not span.is_recording():
         return
     current = getattr(span, "attributes", None) or {}
-    for key in _QUERY_BEARING_SPAN_ATTRIBUTES:
-        value = current.get(key)
-        if key == "url.query":
-            span.set_attribute(key, query)
-        elif isinstance(value, str):
-            span.set_attribute(key, value.split("?", 1)[0] + "?" + query)
+    replaced: dict[str, str] = {}
+    if query:
+        for key in _QUERY_BEARING_SPAN_ATTRIBUTES:
+            value = current.get(key)
+            if key == "url.query":
+                replaced[key] = query
+            elif isinstance(value, str):
+                replaced[key] = value.split("?", 1)[0] + "?" + query
+    for key, value in current.items():
+        if isinstance(value, str) and len(value) > limit and key not in replaced:
+            replaced[key] = value
+    for key, value in replaced.items():
+        span.set_attribute(key, truncate(value, limit))
 
 
 def _is_flask_instrumentation(function: object) -> bool:
