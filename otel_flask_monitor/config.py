@@ -168,6 +168,12 @@ OPTIONS: Final[tuple[Option, ...]] = (
         from_env=False,
     ),
     Option(
+        "login_session_seconds",
+        43200,
+        _parse_int,
+        "How long a browser login at `<url_prefix>/login` (with `access_token` set) stays valid.",
+    ),
+    Option(
         "redacted_headers",
         DEFAULT_REDACTED_HEADERS,
         _parse_str_tuple,
@@ -251,6 +257,7 @@ class MonitorSettings:
     dashboard_enabled: bool = True
     access_token: str | None = field(default=None, repr=False)
     access_check: AccessCheck | None = None
+    login_session_seconds: int = 43200
     redacted_headers: tuple[str, ...] = DEFAULT_REDACTED_HEADERS
     redacted_query_params: tuple[str, ...] = DEFAULT_REDACTED_QUERY_PARAMS
     captured_headers: tuple[str, ...] = ()
