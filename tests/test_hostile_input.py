@@ -166,10 +166,12 @@ paths = st.one_of(
     url_piece.map(lambda text: "/" + text),
     st.tuples(st.sampled_from(DEMO_PATHS), url_piece).map(lambda pair: pair[0] + pair[1]),
     st.sampled_from(DEMO_PATHS),
+    st.sampled_from(DEMO_PATHS),
     repeated(st.one_of(st.text(max_size=3), percent_escape), 1_000, 20_000).map(lambda text: "/" + text),
 ).map(_path_part)
 
 methods = st.one_of(
+    st.sampled_from(("GET", "GET", "POST", "HEAD")),  # most requests reach a view: 2xx, 400, 409...
     st.sampled_from(STANDARD_METHODS),
     st.sampled_from(STANDARD_METHODS).map(str.lower),
     st.text(alphabet=TCHAR, min_size=1, max_size=16),
@@ -456,6 +458,9 @@ def test_the_property_test_sent_varied_traffic(app_pair: AppPair) -> None:
     """Guards the generator: a strategy that degenerates to one kind of request tests nothing."""
     if app_pair.requests == 0:
         pytest.skip("runs after the property test in the same session")
+    print(
+        f"\nproperty test: {app_pair.requests} requests, statuses {dict(sorted(app_pair.statuses.items()))}"
+    )
     assert app_pair.requests >= EXAMPLES // 2
     assert len(app_pair.statuses) >= 4, app_pair.statuses  # e.g. 200, 400, 404, 405, 500
 
@@ -464,7 +469,7 @@ def test_the_property_test_sent_varied_traffic(app_pair: AppPair) -> None:
 # 2. Cardinality attack
 # ---------------------------------------------------------------------------------------------------
 
-ATTACK_REQUESTS = 6_000
+ATTACK_REQUESTS = 5_000
 ATTACK_TRACED = 1_500
 """The last requests of the attack run under tracemalloc (it triples the cost of a request)."""
 ATTACK_SECONDS = 240.0  # a bound on the loop, far above the 15-35 s it takes
@@ -822,6 +827,6 @@ def test_query_parameters_on_the_monitoring_routes_change_nothing(query: str) ->
         assert queried.status_code == plain.status_code == 200
         assert _stable(queried.get_json()) == _stable(plain.get_json())
         assert len(queried.get_data()) <= bound
-        assert seconds < 5.0  # generous: ~0.1 s measured; a parameter honoured blindly would show
+        assert seconds < 5.0  # 4-35 ms measured, 0.4 s for 120 KB (werkzeug decoding the URL)
     # Only a JSONP-style callback could turn the JSON into script; none is honoured.
     assert client.get("/monitoring/stats?callback=alert").mimetype == "application/json"
