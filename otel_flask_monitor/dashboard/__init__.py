@@ -2,7 +2,8 @@
 
 Every route is behind :func:`~otel_flask_monitor.dashboard.access.check_access`; the page is
 static HTML plus a script that fetches the JSON and inserts every value as text, under a
-Content-Security-Policy that allows no inline script.
+Content-Security-Policy that allows no inline script. With ``access_token`` set, ``/login`` and
+``/logout`` (:mod:`~otel_flask_monitor.dashboard.login`) let a browser sign in with the token.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Final
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, url_for
 
 from otel_flask_monitor import __version__
-from otel_flask_monitor.dashboard.access import Denial, check_access
+from otel_flask_monitor.dashboard.access import Denial, check_access, has_valid_session
+from otel_flask_monitor.dashboard.login import LOGIN_ENDPOINTS, LOGIN_STYLESHEET, register_login_routes
 
 if TYPE_CHECKING:
     from otel_flask_monitor.extension import MonitorState
@@ -26,6 +28,12 @@ CONTENT_SECURITY_POLICY: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
+# The sign-in page: no script at all, and its form may post to this origin only.
+LOGIN_CONTENT_SECURITY_POLICY: Final = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+_LOGIN_ENDPOINTS: Final = frozenset(f"{BLUEPRINT_NAME}.{name}" for name in LOGIN_ENDPOINTS)
 
 _HERE = Path(__file__).parent
 
@@ -69,8 +77,10 @@ def build_blueprint() -> Blueprint:
     )
 
     @blueprint.before_request
-    def guard() -> Response | None:
+    def guard() -> Any:
         state = _state()
+        if _is_login_resource(state.settings.access_token):
+            return None  # the sign-in page and its stylesheet hold no data (without a token: 404)
         try:
             denial = check_access(state.settings, request)
         except Exception:  # a failing access_check denies; it never opens the data
@@ -78,6 +88,8 @@ def build_blueprint() -> Blueprint:
             denial = Denial(403, "forbidden", challenge=False)
         if denial is None:
             return None
+        if denial.challenge and _browser_page_load():
+            return redirect(url_for(f"{BLUEPRINT_NAME}.login"), code=303)
         response = jsonify(error=denial.message)
         response.status_code = denial.status
         if denial.challenge:
@@ -86,7 +98,10 @@ def build_blueprint() -> Blueprint:
 
     @blueprint.after_request
     def secure_headers(response: Response) -> Response:
-        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        login_page = request.endpoint in _LOGIN_ENDPOINTS
+        response.headers["Content-Security-Policy"] = (
+            LOGIN_CONTENT_SECURITY_POLICY if login_page else CONTENT_SECURITY_POLICY
+        )
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["X-Frame-Options"] = "DENY"
@@ -106,6 +121,9 @@ def build_blueprint() -> Blueprint:
             app_name=current_app.name,
             version=__version__,
             window_minutes=round(state.settings.window_seconds / 60, 1),
+            logout_url=(
+                url_for(f"{BLUEPRINT_NAME}.logout") if has_valid_session(state.settings, request) else None
+            ),
         )
 
     @blueprint.get("/health")
@@ -118,4 +136,26 @@ def build_blueprint() -> Blueprint:
     def stats() -> Response:
         return jsonify(_state().aggregates.snapshot())
 
+    register_login_routes(blueprint, BLUEPRINT_NAME)
     return blueprint
+
+
+def _is_login_resource(token: str | None) -> bool:
+    if request.endpoint in _LOGIN_ENDPOINTS:
+        return True
+    view_args = request.view_args or {}
+    return (
+        bool(token)
+        and request.endpoint == f"{BLUEPRINT_NAME}.static"
+        and view_args.get("filename") == LOGIN_STYLESHEET
+    )
+
+
+def _browser_page_load() -> bool:
+    """A browser opening the page without credentials: send it to the sign-in form, not JSON."""
+    return (
+        request.method == "GET"
+        and request.endpoint in (f"{BLUEPRINT_NAME}.dashboard", f"{BLUEPRINT_NAME}.index")
+        and "Authorization" not in request.headers
+        and any(value == "text/html" for value, _ in request.accept_mimetypes)
+    )
