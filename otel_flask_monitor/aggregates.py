@@ -19,14 +19,15 @@ by ``recent_errors`` entries per error list; docs/dashboard.md gives the measure
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
 import time
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, islice
 from typing import Any, Final, Protocol
 
 from ddsketch.mapping import LogarithmicMapping
@@ -210,6 +211,182 @@ def _latency_dict(buckets: LatencyBuckets, names: tuple[str, ...] = ("p50", "p95
     }
 
 
+@dataclass(frozen=True, slots=True)
+class WindowState:
+    """A consistent view of one store's window: what :meth:`AggregateStore.snapshot` reads, what a
+    worker writes for the others (otel_flask_monitor/multiprocess.py), and what a merge combines.
+
+    ``closed`` slots are immutable (the store never writes them again); ``current`` is a private copy
+    of the slot still written, numbered ``newest_number``. Error lists are newest first.
+    """
+
+    started_unix: float
+    newest_number: int
+    closed: dict[int, _Slot]
+    current: _Slot | None
+    recent_errors: list[dict[str, Any]]
+    recent_client_errors: list[dict[str, Any]]
+    tracked_routes: int
+
+
+class WindowMerger:
+    """Builds the ``/monitoring/stats`` document from one or several :class:`WindowState` (one per
+    process), keeping running sums of their closed slots between calls.
+
+    A closed slot is added to the sums once, the first time it is seen, and subtracted once, when it
+    leaves the window or its source is gone, so a document costs O(sources x routes x buckets) for
+    the slots still written, not O(routes x slots x buckets). Not thread-safe: callers serialise.
+    """
+
+    def __init__(
+        self, *, window_seconds: int, slot_seconds: int, max_routes: int, recent_errors: int
+    ) -> None:
+        self.window_seconds = window_seconds
+        self.slot_seconds = slot_seconds
+        self.slot_count = math.ceil(window_seconds / slot_seconds)
+        self.max_routes = max_routes
+        self.recent_errors = recent_errors
+        self._slots: dict[tuple[str, int], _Slot] = {}
+        self._routes: dict[RouteKey, _RouteSlot] = {}
+        self._total = _RouteSlot()
+        # Slot number -> (the sources whose closed slots were merged, the merged timeline entry).
+        self._timeline: dict[int, tuple[frozenset[str], dict[str, Any]]] = {}
+
+    def held_slot(self, source: str, number: int) -> _Slot | None:
+        """A closed slot already in the sums (so a reader need not load it again)."""
+        return self._slots.get((source, number))
+
+    def document(self, sources: Mapping[str, WindowState], now: float) -> dict[str, Any]:
+        if not sources:
+            raise ValueError("need at least one source")
+        newest = max(int(now // self.slot_seconds), *(state.newest_number for state in sources.values()))
+        oldest = newest - self.slot_count + 1
+        closed = {
+            (source, number): slot
+            for source, state in sources.items()
+            for number, slot in state.closed.items()
+            if oldest <= number <= newest
+        }
+        currents = [
+            state.current
+            for state in sources.values()
+            if state.current is not None and oldest <= state.current.number <= newest
+        ]
+        started = min(state.started_unix for state in sources.values())
+        window_start = oldest * self.slot_seconds
+        covered_seconds = max(now - max(window_start, started), 1.0)
+
+        self._sync(closed)
+        total = self._total.copy()
+        route_stats = dict(self._routes)
+        owned: set[RouteKey] = set()  # entries this call may mutate (the rest belong to the sums)
+        for current in currents:
+            total.add(current.total)
+            for key, stats in current.routes.items():
+                existing = route_stats.get(key)
+                if existing is None:
+                    route_stats[key] = stats
+                elif key in owned:
+                    existing.add(stats)
+                else:
+                    merged = existing.copy()
+                    merged.add(stats)
+                    route_stats[key] = merged
+                    owned.add(key)
+        route_rows = [
+            _route_row(method, route, stats, covered_seconds)
+            for (method, route), stats in route_stats.items()
+            if stats.requests
+        ]
+        route_rows.sort(key=lambda row: (-row["requests"], row["route"], row["method"]))
+        return {
+            "generated_at_unix": now,
+            "window_seconds": self.window_seconds,
+            "slot_seconds": self.slot_seconds,
+            "window_start_unix": float(window_start),
+            "covered_seconds": round(covered_seconds, 3),
+            "max_routes": self.max_routes,
+            "tracked_routes": max(state.tracked_routes for state in sources.values()),
+            "totals": _route_row(None, None, total, covered_seconds),
+            "routes": route_rows,
+            "timeline": self._timeline_entries(oldest, newest, closed, currents),
+            "recent_errors": self._newest_errors([s.recent_errors for s in sources.values()]),
+            "recent_client_errors": self._newest_errors([s.recent_client_errors for s in sources.values()]),
+        }
+
+    def _newest_errors(self, lists: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        if len(lists) == 1:
+            return lists[0][: self.recent_errors]
+        merged = heapq.merge(*lists, key=lambda error: float(error["time_unix"]), reverse=True)
+        return list(islice(merged, self.recent_errors))
+
+    def _sync(self, closed_in_window: Mapping[tuple[str, int], _Slot]) -> None:
+        routes = self._routes
+        for key in [k for k in self._slots if k not in closed_in_window]:
+            expired = self._slots.pop(key)
+            self._total.subtract(expired.total)
+            for route, stats in expired.routes.items():
+                remaining = routes[route]
+                remaining.subtract(stats)
+                if not remaining.requests:
+                    del routes[route]
+        for key, slot in closed_in_window.items():
+            if key in self._slots:
+                continue
+            self._slots[key] = slot
+            self._total.add(slot.total)
+            for route, stats in slot.routes.items():
+                existing = routes.get(route)
+                if existing is None:
+                    routes[route] = stats.copy()
+                else:
+                    existing.add(stats)
+
+    def _timeline_entries(
+        self,
+        oldest: int,
+        newest: int,
+        closed: Mapping[tuple[str, int], _Slot],
+        currents: list[_Slot],
+    ) -> list[dict[str, Any]]:
+        closed_by_number: dict[int, list[tuple[str, _Slot]]] = {}
+        for (source, number), slot in closed.items():
+            closed_by_number.setdefault(number, []).append((source, slot))
+        current_by_number: dict[int, list[_Slot]] = {}
+        for current in currents:
+            current_by_number.setdefault(current.number, []).append(current)
+        for number in [n for n in self._timeline if n < oldest]:
+            del self._timeline[number]
+        timeline = []
+        for number in range(oldest, newest + 1):
+            start = number * self.slot_seconds
+            parts = closed_by_number.get(number, [])
+            writing = current_by_number.get(number, [])
+            if not writing and len(parts) == 1:
+                slot = parts[0][1]
+                if slot.timeline_entry is None:
+                    slot.timeline_entry = _timeline_entry(start, slot.total)
+                timeline.append(dict(slot.timeline_entry))
+                continue
+            if not writing and parts:
+                sources = frozenset(source for source, _ in parts)
+                cached = self._timeline.get(number)
+                if cached is None or cached[0] != sources:
+                    merged = _RouteSlot()
+                    for _, slot in parts:
+                        merged.add(slot.total)
+                    cached = self._timeline[number] = (sources, _timeline_entry(start, merged))
+                timeline.append(dict(cached[1]))
+                continue
+            stats = _RouteSlot()
+            for _, slot in parts:
+                stats.add(slot.total)
+            for slot in writing:
+                stats.add(slot.total)
+            timeline.append(_timeline_entry(start, stats))
+        return timeline
+
+
 class AggregateStore:
     """Rolling-window statistics per (method, route key), fed one :class:`RequestRecord` at a time.
 
@@ -232,8 +409,9 @@ class AggregateStore:
         self.window_seconds = window_seconds
         self.slot_seconds = slot_seconds
         self.max_routes = max_routes
+        self.recent_errors = recent_errors
         self.slot_count = math.ceil(window_seconds / slot_seconds)
-        self._clock = clock
+        self.clock = clock
         self._lock = threading.Lock()
         self._started_unix = clock()
         self._newest_number = self._slot_number(self._started_unix)
@@ -242,13 +420,8 @@ class AggregateStore:
         # forgotten (at most once per slot) so that a new route can take their place.
         self._tracked: dict[RouteKey, int] = {}
         self._pruned_at_number = self._newest_number
-        # Running sums over the closed slots of the window (every slot but the one still written), kept
-        # by snapshot(): a slot is added once when it closes and subtracted once when it expires, so
-        # a snapshot costs O(routes x buckets), not O(routes x slots x buckets).
         self._window_lock = threading.Lock()
-        self._closed_slots: dict[int, _Slot] = {}
-        self._closed_routes: dict[RouteKey, _RouteSlot] = {}
-        self._closed_total = _RouteSlot()
+        self._merger = self.merger()
         self._recent_server_errors: deque[RecentError] = deque(maxlen=recent_errors)
         self._recent_client_errors: deque[RecentError] = deque(maxlen=recent_errors)
 
@@ -264,12 +437,35 @@ class AggregateStore:
             clock=clock,
         )
 
+    def merger(self) -> WindowMerger:
+        """A new :class:`WindowMerger` with this store's window settings."""
+        return WindowMerger(
+            window_seconds=self.window_seconds,
+            slot_seconds=self.slot_seconds,
+            max_routes=self.max_routes,
+            recent_errors=self.recent_errors,
+        )
+
+    def after_fork_in_child(self) -> None:
+        """Start afresh in a forked child: what the store holds describes the parent (a preloading
+        master, say), and a parent's thread may have held the locks at fork time."""
+        self._lock = threading.Lock()
+        self._window_lock = threading.Lock()
+        self._started_unix = self.clock()
+        self._newest_number = self._slot_number(self._started_unix)
+        self._ring = [None] * self.slot_count
+        self._tracked = {}
+        self._pruned_at_number = self._newest_number
+        self._merger = self.merger()
+        self._recent_server_errors.clear()
+        self._recent_client_errors.clear()
+
     def _slot_number(self, unix_seconds: float) -> int:
         return int(unix_seconds // self.slot_seconds)
 
     def record(self, record: RequestRecord) -> None:
         """The consumer: count one finished request."""
-        now = self._clock()
+        now = self.clock()
         method = record.method if record.method in KNOWN_METHODS else OTHER_METHOD
         route = record.route if record.route is not None else UNMATCHED_ROUTE
         duration = record.duration_ms
@@ -341,91 +537,41 @@ class AggregateStore:
             return key
         return (OVERFLOW_METHOD, OVERFLOW_ROUTE)
 
-    def snapshot(self) -> dict[str, Any]:
-        """The JSON document served at ``/monitoring/stats`` (schema: docs/dashboard.md)."""
-        now = self._clock()
+    def window_state(self) -> WindowState:
+        """A consistent view of the window: the closed slots as they are (immutable), a copy of the
+        slot still written, the recent errors. Holds the recording lock only for the copy."""
         with self._lock:
-            newest = max(self._slot_number(now), self._newest_number)
-            oldest = newest - self.slot_count + 1
             writable = self._newest_number
-            live = {slot.number: slot for slot in self._ring if slot is not None and slot.number >= oldest}
-            # Only the slot numbered _newest_number is still written to: copy it; every older slot is
-            # immutable and is read below without this lock.
-            current = live[writable].copy() if writable in live else None
+            closed: dict[int, _Slot] = {}
+            current = None
+            for slot in self._ring:
+                if slot is None:
+                    continue
+                if slot.number == writable:
+                    current = slot.copy()
+                else:
+                    closed[slot.number] = slot
             server_errors = [error.as_dict() for error in reversed(self._recent_server_errors)]
             client_errors = [error.as_dict() for error in reversed(self._recent_client_errors)]
             tracked_routes = len(self._tracked)
+        return WindowState(
+            started_unix=self._started_unix,
+            newest_number=writable,
+            closed=closed,
+            current=current,
+            recent_errors=server_errors,
+            recent_client_errors=client_errors,
+            tracked_routes=tracked_routes,
+        )
 
-        window_start = oldest * self.slot_seconds
-        covered_seconds = max(now - max(window_start, self._started_unix), 1.0)
-        timeline = []
-        for number in range(oldest, newest + 1):
-            start = number * self.slot_seconds
-            slot = live.get(number)
-            if slot is None:
-                timeline.append(_timeline_entry(start, _RouteSlot()))
-            elif number == writable and current is not None:
-                timeline.append(_timeline_entry(start, current.total))
-            else:
-                if slot.timeline_entry is None:
-                    slot.timeline_entry = _timeline_entry(start, slot.total)
-                timeline.append(dict(slot.timeline_entry))
+    def snapshot(self) -> dict[str, Any]:
+        """The JSON document served at ``/monitoring/stats`` (schema: docs/dashboard.md)."""
+        now = self.clock()
+        state = self.window_state()
         with self._window_lock:
-            self._sync_closed_locked({n: slot for n, slot in live.items() if n != writable})
-            total = self._closed_total.copy()
-            route_stats = dict(self._closed_routes)
-            if current is not None:
-                total.add(current.total)
-                for key, stats in current.routes.items():
-                    closed = route_stats.get(key)
-                    if closed is None:
-                        route_stats[key] = stats
-                    else:
-                        merged = closed.copy()
-                        merged.add(stats)
-                        route_stats[key] = merged
-            route_rows = [
-                _route_row(method, route, stats, covered_seconds)
-                for (method, route), stats in route_stats.items()
-                if stats.requests
-            ]
-        route_rows.sort(key=lambda row: (-row["requests"], row["route"], row["method"]))
-        return {
-            "generated_at_unix": now,
-            "window_seconds": self.window_seconds,
-            "slot_seconds": self.slot_seconds,
-            "window_start_unix": float(window_start),
-            "covered_seconds": round(covered_seconds, 3),
-            "max_routes": self.max_routes,
-            "tracked_routes": tracked_routes,
-            "totals": _route_row(None, None, total, covered_seconds),
-            "routes": route_rows,
-            "timeline": timeline,
-            "recent_errors": server_errors,
-            "recent_client_errors": client_errors,
-        }
-
-    def _sync_closed_locked(self, closed_in_window: dict[int, _Slot]) -> None:
-        routes = self._closed_routes
-        for number in [n for n in self._closed_slots if n not in closed_in_window]:
-            expired = self._closed_slots.pop(number)
-            self._closed_total.subtract(expired.total)
-            for key, stats in expired.routes.items():
-                remaining = routes[key]
-                remaining.subtract(stats)
-                if not remaining.requests:
-                    del routes[key]
-        for number, slot in closed_in_window.items():
-            if number in self._closed_slots:
-                continue
-            self._closed_slots[number] = slot
-            self._closed_total.add(slot.total)
-            for key, stats in slot.routes.items():
-                existing = routes.get(key)
-                if existing is None:
-                    routes[key] = stats.copy()
-                else:
-                    existing.add(stats)
+            document = self._merger.document({"": state}, now)
+        document["per_process"] = True
+        return document
 
 
 def _route_row(method: str | None, route: str | None, stats: _RouteSlot, seconds: float) -> dict[str, Any]:
@@ -455,3 +601,107 @@ def _timeline_entry(start_unix: int, stats: _RouteSlot) -> dict[str, Any]:
         "server_errors": stats.server_errors,
         "latency_ms": _latency_dict(stats.latency, ("p50", "p95")),
     }
+
+
+# The wire form of a slot, for the files workers exchange (otel_flask_monitor/multiprocess.py): plain
+# JSON lists, bucket maps flattened to [key, count, key, count, ...] (JSON object keys are strings).
+
+
+class MalformedStateError(ValueError):
+    """Exchanged data that is not what :func:`encode_slot` or :meth:`RecentError.as_dict` wrote."""
+
+
+def _encode_stats(stats: _RouteSlot) -> list[Any]:
+    flat: list[int] = []
+    for key, count in stats.latency.items():
+        flat.append(key)
+        flat.append(count)
+    return [
+        stats.requests,
+        stats.client_errors,
+        stats.server_errors,
+        stats.request_bytes,
+        stats.response_bytes,
+        flat,
+    ]
+
+
+def _count(value: object) -> int:
+    if type(value) is not int or value < 0:
+        raise MalformedStateError(f"not a count: {value!r}")
+    return value
+
+
+def _decode_stats(raw: object) -> _RouteSlot:
+    if not isinstance(raw, list) or len(raw) != 6 or not isinstance(raw[5], list) or len(raw[5]) % 2:
+        raise MalformedStateError("malformed route statistics")
+    stats = _RouteSlot()
+    stats.requests = _count(raw[0])
+    stats.client_errors = _count(raw[1])
+    stats.server_errors = _count(raw[2])
+    stats.request_bytes = _count(raw[3])
+    stats.response_bytes = _count(raw[4])
+    flat = raw[5]
+    for index in range(0, len(flat), 2):
+        key = flat[index]
+        if type(key) is not int:
+            raise MalformedStateError(f"not a bucket key: {key!r}")
+        stats.latency[key] = stats.latency.get(key, 0) + _count(flat[index + 1])
+    return stats
+
+
+def encode_slot(slot: _Slot) -> dict[str, Any]:
+    """A slot as JSON-ready data; :func:`decode_slot` gives back an equal slot."""
+    return {
+        "number": slot.number,
+        "total": _encode_stats(slot.total),
+        "routes": [[method, route, _encode_stats(stats)] for (method, route), stats in slot.routes.items()],
+    }
+
+
+def decode_slot(raw: object) -> _Slot:
+    """The inverse of :func:`encode_slot`; raises :class:`MalformedStateError` on anything malformed."""
+    if (
+        not isinstance(raw, dict)
+        or type(raw.get("number")) is not int
+        or not isinstance(raw.get("routes"), list)
+    ):
+        raise MalformedStateError("malformed slot")
+    slot = _Slot(raw["number"])
+    slot.total = _decode_stats(raw.get("total"))
+    for entry in raw["routes"]:
+        if not isinstance(entry, list) or len(entry) != 3:
+            raise MalformedStateError("malformed route entry")
+        method, route, stats = entry
+        if not isinstance(method, str) or not isinstance(route, str):
+            raise MalformedStateError("malformed route key")
+        slot.routes[(method, route)] = _decode_stats(stats)
+    return slot
+
+
+_ERROR_FIELDS: Final = {
+    "time_unix": (int, float),
+    "method": (str,),
+    "route": (str,),
+    "path": (str,),
+    "status_code": (int,),
+    "exception_type": (str, type(None)),
+    "trace_id": (str, type(None)),
+    "user_agent": (str, type(None)),
+}
+
+
+def decode_errors(raw: object) -> list[dict[str, Any]]:
+    """A recent-error list as :meth:`RecentError.as_dict` wrote it (newest first), checked."""
+    if not isinstance(raw, list):
+        raise MalformedStateError("malformed error list")
+    errors: list[dict[str, Any]] = []
+    for entry in raw:
+        if not isinstance(entry, dict):
+            raise MalformedStateError("malformed error entry")
+        error = {name: entry.get(name) for name in _ERROR_FIELDS}
+        for name, kinds in _ERROR_FIELDS.items():
+            if not isinstance(error[name], kinds) or isinstance(error[name], bool):
+                raise MalformedStateError(f"malformed error field {name!r}")
+        errors.append(error)
+    return errors

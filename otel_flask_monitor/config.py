@@ -242,6 +242,14 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("slot_seconds", 10, _parse_int, "Width of one slot of the rolling window."),
     Option("max_routes", 200, _parse_int, "Most (method, route) pairs tracked; the rest share `<other>`."),
     Option("recent_errors", 50, _parse_int, "How many recent errors the dashboard keeps."),
+    Option(
+        "multiprocess_dir",
+        None,
+        _parse_optional_str,
+        "Directory the workers of a pre-fork server (gunicorn) share so that `/monitoring/stats` and the "
+        "dashboard show the totals of all workers; `auto`: a private one per server under the temp "
+        "directory. Unset: each process shows its own (docs/dashboard.md).",
+    ),
 )
 
 _OPTIONS_BY_NAME: Final = {option.name: option for option in OPTIONS}
@@ -274,6 +282,7 @@ class MonitorSettings:
     slot_seconds: int = 10
     max_routes: int = 200
     recent_errors: int = 50
+    multiprocess_dir: str | None = None
 
 
 def _check_in_step() -> None:

@@ -16,6 +16,7 @@ from otel_flask_monitor.config import MonitorSettings, resolve_settings
 from otel_flask_monitor.dispatch import Consumer, FailureReporter, RecordDispatcher
 from otel_flask_monitor.hooks import RequestLifecycle, current_trace_id
 from otel_flask_monitor.logs import emit_request_log
+from otel_flask_monitor.multiprocess import MultiprocessAggregates
 from otel_flask_monitor.record import RequestRecord
 from otel_flask_monitor.redaction import Redactor
 from otel_flask_monitor.spans import enrich_span
@@ -36,6 +37,17 @@ class MonitorState:
     failures: FailureReporter
     lifecycle: RequestLifecycle
     aggregates: AggregateStore
+    exchange: MultiprocessAggregates | None = None
+    """Set with ``multiprocess_dir``: the aggregates of all the server's workers."""
+
+    def stats_document(self) -> dict[str, Any]:
+        """The ``/monitoring/stats`` JSON: merged across workers when ``multiprocess_dir`` is set."""
+        if self.exchange is not None:
+            try:
+                return self.exchange.snapshot()
+            except Exception:  # the files are a bonus; this process's own figures always answer
+                self.failures.report("multiprocess merge")
+        return self.aggregates.snapshot()
 
 
 def get_state(app: Flask) -> MonitorState:
@@ -95,7 +107,13 @@ class FlaskMonitor:
             from otel_flask_monitor.dashboard import build_blueprint
 
             app.register_blueprint(build_blueprint(), url_prefix=settings.url_prefix)
-        app.extensions[EXTENSION_KEY] = MonitorState(settings, telemetry, failures, lifecycle, aggregates)
+        exchange = None
+        if settings.multiprocess_dir is not None:
+            exchange = MultiprocessAggregates(aggregates, settings.multiprocess_dir, failures=failures)
+            exchange.start()
+        app.extensions[EXTENSION_KEY] = MonitorState(
+            settings, telemetry, failures, lifecycle, aggregates, exchange
+        )
 
 
 def _consumers(

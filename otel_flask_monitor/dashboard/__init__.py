@@ -134,7 +134,7 @@ def build_blueprint() -> Blueprint:
 
     @blueprint.get("/stats")
     def stats() -> Response:
-        return jsonify(_state().aggregates.snapshot())
+        return jsonify(_state().stats_document())
 
     register_login_routes(blueprint, BLUEPRINT_NAME)
     return blueprint
