@@ -87,6 +87,7 @@ class FlaskMonitor:
             service_name=settings.service_name,
             fallback_service_name=app.name,
             flush_timeout_seconds=settings.flush_timeout_seconds,
+            attribute_length_limit=max(settings.max_stacktrace_length, settings.max_attribute_length),
         )
         if settings.instrument_flask:
             _instrument(app, settings)

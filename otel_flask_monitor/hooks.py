@@ -7,6 +7,7 @@ the monitor must never change what the app answers.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import traceback
@@ -78,7 +79,12 @@ class RequestLifecycle:
             if settings.excluded_paths
             else None
         )
-        self._excluded_urls: ExcludeList | None = get_excluded_urls("FLASK")
+        self._excluded_urls: ExcludeList | None = (
+            get_excluded_urls("FLASK")
+            if os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS")
+            or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS")
+            else None
+        )
         self._own_prefix = settings.url_prefix
 
     def register(self, app: Flask) -> None:
@@ -119,7 +125,7 @@ class RequestLifecycle:
                 else ""
             )
             current.environ[ENVIRON_KEY] = _InFlight(query)
-            _sanitize_span(query, self._settings.max_attribute_length)
+            _sanitize_span(current, query, self._settings.max_attribute_length)
         except Exception:
             self._failures.report("before_request hook")
 
@@ -200,12 +206,17 @@ def _current_request() -> Request:
     return current
 
 
-def _sanitize_span(query: str, limit: int) -> None:
+def _sanitize_span(current_request: Request, query: str, limit: int) -> None:
     """The instrumentation copies the raw query string, target, user agent and host onto the span:
     replace the query redacted, and cut every string at ``limit`` as the record's are."""
     span = trace.get_current_span()
     if not span.is_recording():
         return
+    if current_request.url_rule is None:
+        # Without a route template the semantic conventions name the span by the method alone; the
+        # instrumentation's raw path would make one span name per URL (unbounded, and a scanner's
+        # paths in the trace backend's index).
+        span.update_name(truncate(current_request.method, 32))
     current = getattr(span, "attributes", None) or {}
     replaced: dict[str, str] = {}
     if query:

@@ -43,7 +43,7 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
@@ -299,6 +299,8 @@ def _after_fork_in_child() -> None:
     """
     _PROCESS.lock = threading.Lock()
     _PROCESS.health.reset_after_fork()
+    for exporter in _PROCESS.otlp_exporters:
+        _drop_inherited_connections(exporter)
     if not _PROCESS.owned:
         return
     identity = _process_identity()
@@ -317,8 +319,36 @@ def _after_fork_in_child() -> None:
             _logger.debug("renewing the resource of %r after fork failed", provider, exc_info=True)
 
 
-def _setup_traces(resource: Resource, health: ExportHealth) -> SdkTracerProvider:
-    provider = SdkTracerProvider(resource=resource, shutdown_on_exit=False)
+def _drop_inherited_connections(exporter: Any) -> None:
+    """Forget the HTTP connections pooled before the fork: parent and child writing on one socket
+    interleave their requests, and both see failed exports. Closing the child's copies leaves the
+    parent's connections open; the next export dials anew."""
+    # Private: the OTLP/HTTP exporter keeps its transport (a requests.Session) on its client.
+    inner = getattr(exporter, "_inner", None)
+    transport = getattr(getattr(inner, "_client", None), "_transport", None)
+    close = getattr(transport, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except Exception:
+        _logger.debug("dropping inherited connections of %r failed", inner, exc_info=True)
+
+
+def _span_limits(attribute_length_limit: int) -> SpanLimits:
+    """Cut span attribute values (the Flask instrumentation's exception events carry the message and
+    stack trace uncut) unless the user set the standard limit variables."""
+    if os.environ.get("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT") or os.environ.get(
+        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"
+    ):
+        return SpanLimits()
+    return SpanLimits(max_attribute_length=attribute_length_limit)
+
+
+def _setup_traces(resource: Resource, health: ExportHealth, attribute_length_limit: int) -> SdkTracerProvider:
+    provider = SdkTracerProvider(
+        resource=resource, shutdown_on_exit=False, span_limits=_span_limits(attribute_length_limit)
+    )
     for name in exporter_names("traces"):
         if name == "otlp":
             health.register("traces", otlp_endpoint("traces"))
@@ -361,7 +391,12 @@ def _setup_metrics(resource: Resource, health: ExportHealth) -> SdkMeterProvider
 
 
 def setup_telemetry(
-    *, enabled: bool, service_name: str | None, fallback_service_name: str, flush_timeout_seconds: float
+    *,
+    enabled: bool,
+    service_name: str | None,
+    fallback_service_name: str,
+    flush_timeout_seconds: float,
+    attribute_length_limit: int,
 ) -> Telemetry:
     """Configure each global provider nobody configured yet (once per process), then return handles.
 
@@ -372,7 +407,7 @@ def setup_telemetry(
             _PROCESS.setup_done = True
             resource = build_resource(service_name, fallback_service_name)
             if not tracer_provider_configured():
-                _PROCESS.owned.append(_setup_traces(resource, _PROCESS.health))
+                _PROCESS.owned.append(_setup_traces(resource, _PROCESS.health, attribute_length_limit))
             if not logger_provider_configured():
                 _PROCESS.owned.append(_setup_logs(resource, _PROCESS.health))
             if not meter_provider_configured():

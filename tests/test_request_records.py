@@ -174,6 +174,8 @@ def test_unmatched_route_has_no_route_attribute_and_the_path_in_the_body(
     log = only(exported.request_logs()).log_record
     assert "http.route" not in (log.attributes or {})
     assert str(log.body).startswith("GET /no/such/route 404 ")
+    # One span name per method, not one per scanned path.
+    assert only_span(exported.server_spans()).name == "GET"
 
 
 def test_app_error_handler_takes_precedence(exported: Exported) -> None:

@@ -148,3 +148,30 @@ def test_export_resumes_by_itself_after_the_collector_comes_back(tmp_path: Path)
     paths = [entry.get("url_path") for entry in entries]
     assert len(paths) == len(set(zip(paths, [e.trace_id for e in entries], strict=True)))  # no duplicates
     assert {f"/work/{n}" for n in range(30)} <= set(paths)
+
+
+def test_span_attribute_values_are_capped_when_the_monitor_owns_the_tracer_provider() -> None:
+    with LokiReceiver() as loki:
+        env = child_env(OTEL_EXPORTER_OTLP_ENDPOINT=loki.otlp_endpoint, REQUESTS="1", HUGE_ERRORS="1")
+        run_app(env)
+        deadline = time.monotonic() + 10
+        events = []
+        while not events and time.monotonic() < deadline:
+            events = [
+                event
+                for request in loki.trace_requests()
+                for resource_spans in request.resource_spans
+                for scope_spans in resource_spans.scope_spans
+                for span in scope_spans.spans
+                for event in span.events
+                if event.name == "exception"
+            ]
+            time.sleep(0.1)
+
+    assert len(events) == 1
+    values = {attribute.key: attribute.value.string_value for attribute in events[0].attributes}
+    # The Flask instrumentation records the 50,000-character message uncut; the span limits the
+    # monitor sets cut it to max_stacktrace_length (8192 by default).
+    assert values["exception.message"].startswith("mmm")
+    assert len(values["exception.message"]) == 8192
+    assert len(values["exception.stacktrace"]) <= 8192

@@ -27,6 +27,10 @@ def main() -> None:
     def work(n: int) -> dict[str, int]:
         return {"n": n}
 
+    @app.get("/huge-error")
+    def huge_error() -> dict[str, int]:
+        raise ValueError("m" * 50_000)
+
     FlaskMonitor(app, service_name="drive-test")
     client = app.test_client()
     statuses: dict[int, int] = {}
@@ -40,6 +44,8 @@ def main() -> None:
             statuses[status] = statuses.get(status, 0) + 1
 
     send(requests)
+    for _ in range(int(os.environ.get("HUGE_ERRORS", "0"))):
+        client.get("/huge-error")
     go_file = os.environ.get("SECOND_BATCH_GO_FILE")
     if go_file:
         # The test starts the Collector stand-in between the two batches, then creates the file.
