@@ -9,14 +9,12 @@ import logging
 import threading
 from collections.abc import Iterator
 from importlib.metadata import entry_points
-from pathlib import Path
 
 import flask
 import flask.app
 import pytest
 
 from otel_flask_monitor import FlaskMonitor
-from otel_flask_monitor.config import OPTIONS
 from otel_flask_monitor.extension import EXTENSION_KEY
 from otel_flask_monitor.instrumentor import FlaskMonitorInstrumentor
 from tests.conftest import Exported
@@ -160,9 +158,3 @@ def test_registered_for_opentelemetry_instrument_as_flask_monitor() -> None:
     group = entry_points(group="opentelemetry_instrumentor")
     (entry_point,) = [ep for ep in group if ep.name == "flask_monitor"]
     assert entry_point.load() is FlaskMonitorInstrumentor
-
-
-def test_zero_code_docs_name_every_environment_variable() -> None:
-    docs = (Path(__file__).parent.parent / "docs" / "zero-code.md").read_text(encoding="utf-8")
-    missing = [option.key for option in OPTIONS if f"| `{option.key}` |" not in docs]
-    assert missing == []
