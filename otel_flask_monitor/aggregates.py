@@ -13,6 +13,11 @@ per sketch against about 0.6 KB for the dict, and with one sketch per route per 
 (200 routes x 90 slots at the defaults) that difference is the memory bound. Merging slots is
 adding counts per key, which is exactly DDSketch's merge.
 
+A snapshot is built by a :class:`WindowMerger` from one or several :class:`WindowState` (one per
+process): the store's own for ``snapshot()``; under a pre-fork server, also the other workers' windows
+read back from files (otel_flask_monitor/multiprocess.py, :func:`encode_slot`/:func:`decode_slot`).
+Slots are numbered ``unix_time // slot_seconds``, so the slots of different processes line up.
+
 Memory is bounded by ``max_routes + 1`` keys (the rest share ``<other>``) times the slot count, and
 by ``recent_errors`` entries per error list; docs/dashboard.md gives the measured figures.
 """

@@ -335,3 +335,22 @@ def test_the_option_is_read_from_the_environment() -> None:
     settings = resolve_settings({}, {}, {"OTEL_FLASK_MONITOR_MULTIPROCESS_DIR": "auto"})
     assert settings.multiprocess_dir == "auto"
     assert resolve_settings({}, {}, {}).multiprocess_dir is None
+
+
+def test_stats_fall_back_to_this_process_when_the_directory_is_unusable(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    app = build_app("mp-unusable", multiprocess_dir=str(not_a_directory))
+    state = get_state(app)
+    assert state.exchange is not None
+    try:
+        client = app.test_client()
+        assert client.get("/items/1").status_code == 200
+        response = client.get("/monitoring/stats")
+        assert response.status_code == 200
+        document = response.get_json()
+        assert document["per_process"] is True
+        assert document["totals"]["requests"] == 1
+        assert state.failures.counts()["multiprocess merge"] == 1
+    finally:
+        state.exchange.close()
