@@ -30,6 +30,7 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/aggregates.py
+	$(BIN)/python benchmarks/multiprocess_merge.py
 	$(BIN)/python benchmarks/backend_down.py
 	$(BIN)/python benchmarks/http_throughput.py
 

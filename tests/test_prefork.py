@@ -132,7 +132,7 @@ import json, os, signal, sys, threading, time
 from otel_flask_monitor import telemetry
 
 telemetry.setup_telemetry(enabled=True, service_name="fork-test", fallback_service_name="x",
-                          flush_timeout_seconds=1)
+                          flush_timeout_seconds=1, attribute_length_limit=8192)
 health = telemetry._PROCESS.health
 health.record_failure("logs", 7)
 health.record_dropped("traces", 3)

@@ -121,6 +121,7 @@ def build_blueprint() -> Blueprint:
             app_name=current_app.name,
             version=__version__,
             window_minutes=round(state.settings.window_seconds / 60, 1),
+            merges_workers=state.settings.multiprocess_dir is not None,
             logout_url=(
                 url_for(f"{BLUEPRINT_NAME}.logout") if has_valid_session(state.settings, request) else None
             ),
