@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from otel_flask_monitor.demo import create_app
 from otel_flask_monitor.demo.__main__ import describe_telemetry, endpoint_address, parse_arguments
 from otel_flask_monitor.demo.shop import CATALOGUE, MAX_QUANTITY, OutOfStockError, Shop
 from tests.conftest import Exported
+from tests.real_processes import free_port, stop_process
 
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -287,13 +287,6 @@ def test_port_comes_from_the_flag_then_port_then_the_default() -> None:
         parse_arguments([], {"PORT": "eighty"})
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def demo_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
     port = free_port()
@@ -312,12 +305,7 @@ def demo_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
     try:
         yield process, port
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process, timeout=15)
 
 
 @pytest.mark.slow

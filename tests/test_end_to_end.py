@@ -7,13 +7,7 @@ labels, structured metadata, severities and trace ids, and every name docs/queri
 
 from __future__ import annotations
 
-import os
-import pathlib
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,14 +19,12 @@ import requests
 
 from tests.logql_queries import QUERIES_DOC, label_names, logql_blocks
 from tests.loki_receiver import LokiEntry, LokiReceiver
+from tests.real_processes import Gunicorn, Rotel, base_env
 
 pytestmark = pytest.mark.slow
 
-REPO: Final = Path(__file__).resolve().parent.parent
 SERVICE_NAME: Final = "shop"
-START_TIMEOUT_SECONDS: Final = 30.0
 ARRIVAL_TIMEOUT_SECONDS: Final = 20.0
-STOP_TIMEOUT_SECONDS: Final = 15.0
 HEX32: Final = re.compile(r"^[0-9a-f]{32}$")
 HEX16: Final = re.compile(r"^[0-9a-f]{16}$")
 # Attributes every per-request record carries (docs/log-schema.md), by their Loki names.
@@ -55,137 +47,31 @@ ALWAYS: Final = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _rotel_agent() -> Path:
-    import rotel
-
-    agent = pathlib.Path(rotel.__file__).parent / "rotel-agent"
-    if not agent.is_file():
-        pytest.fail(f"rotel-agent not found in the rotel package at {agent}", pytrace=False)
-    return agent
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{name} exited with {process.returncode} before listening on {port}", pytrace=False)
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"{name} did not listen on 127.0.0.1:{port} within {timeout}s", pytrace=False)
-
-
-def _stop(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_SECONDS) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
-def _output(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")[-4000:]
-    except OSError:
-        return ""
-
-
 @dataclass
 class Pipeline:
     loki: LokiReceiver
-    app_url: str
-    app: subprocess.Popen[bytes]
-    collector: subprocess.Popen[bytes]
-    app_log: Path
-    collector_log: Path
+    collector: Rotel
+    app: Gunicorn
 
     def diagnostics(self) -> str:
-        return f"--- gunicorn ---\n{_output(self.app_log)}\n--- rotel ---\n{_output(self.collector_log)}"
+        return f"--- gunicorn ---\n{self.app.diagnostics()}\n--- rotel ---\n{self.collector.output()}"
 
 
 @pytest.fixture
 def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
-    grpc_port, http_port, app_port = _free_port(), _free_port(), _free_port()
-    collector_log, app_log = tmp_path / "rotel.out", tmp_path / "gunicorn.out"
-    processes: list[subprocess.Popen[bytes]] = []
-    with LokiReceiver() as loki:
-        try:
-            with collector_log.open("wb") as out:
-                collector = subprocess.Popen(
-                    [
-                        str(_rotel_agent()),
-                        "start",
-                        "--otlp-grpc-endpoint",
-                        f"127.0.0.1:{grpc_port}",
-                        "--otlp-http-endpoint",
-                        f"127.0.0.1:{http_port}",
-                        "--exporter",
-                        "otlp",
-                        "--otlp-exporter-protocol",
-                        "http",
-                        # rotel appends /v1/logs, /v1/traces, /v1/metrics, like the Collector's otlphttp.
-                        "--otlp-exporter-endpoint",
-                        loki.otlp_endpoint,
-                        "--batch-timeout",
-                        "100ms",
-                        "--pid-file",
-                        str(tmp_path / "rotel.pid"),
-                        "--log-file",
-                        str(tmp_path / "rotel.log"),
-                    ],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            processes.append(collector)
-            _wait_for_port(http_port, collector, "rotel-agent", START_TIMEOUT_SECONDS)
-
-            env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
-            env.update(
-                {
-                    "OTEL_SERVICE_NAME": SERVICE_NAME,
-                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{http_port}",
-                    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-                    "OTEL_BLRP_SCHEDULE_DELAY": "100",
-                    "OTEL_BSP_SCHEDULE_DELAY": "100",
-                    "OTEL_METRIC_EXPORT_INTERVAL": "1000",
-                    "PYTHONUNBUFFERED": "1",
-                }
-            )
-            with app_log.open("wb") as out:
-                app = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "gunicorn",
-                        "--bind",
-                        f"127.0.0.1:{app_port}",
-                        "--workers",
-                        "2",
-                        "--graceful-timeout",
-                        "10",
-                        "otel_flask_monitor.demo.app:create_app()",
-                    ],
-                    cwd=REPO,
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            processes.append(app)
-            _wait_for_port(app_port, app, "gunicorn", START_TIMEOUT_SECONDS)
-            yield Pipeline(loki, f"http://127.0.0.1:{app_port}", app, collector, app_log, collector_log)
-        finally:
-            for process in reversed(processes):
-                _stop(process)
+    with LokiReceiver() as loki, Rotel(loki.otlp_endpoint, tmp_path) as collector:
+        # rotel appends /v1/logs, /v1/traces, /v1/metrics, like the Collector's otlphttp.
+        collector.start()
+        env = base_env(
+            collector.endpoint,
+            OTEL_SERVICE_NAME=SERVICE_NAME,
+            OTEL_BLRP_SCHEDULE_DELAY="100",
+            OTEL_BSP_SCHEDULE_DELAY="100",
+            OTEL_METRIC_EXPORT_INTERVAL="1000",
+            PYTHONUNBUFFERED="1",
+        )
+        with Gunicorn(env, tmp_path, workers=2) as app:
+            yield Pipeline(loki, collector, app)
 
 
 @dataclass(frozen=True)
@@ -208,7 +94,7 @@ def _send(session: requests.Session, base: str, method: str, path: str, **kwargs
 
 
 def test_requests_arrive_in_loki_once_with_the_documented_names(pipeline: Pipeline) -> None:
-    base = pipeline.app_url
+    base = pipeline.app.base_url
     plan: list[tuple[str, str, int, str | None, dict[str, object]]] = [
         ("GET", "/api/products", 200, "/api/products", {}),
         ("GET", "/api/products/1", 200, "/api/products/<int:product_id>", {}),
@@ -238,8 +124,7 @@ def test_requests_arrive_in_loki_once_with_the_documented_names(pipeline: Pipeli
 
     # Stop the app (SIGTERM: gunicorn's graceful stop, each worker flushes at exit), then let the
     # Collector forward whatever the exit flush sent: nothing may arrive twice.
-    _stop(pipeline.app)
-    assert pipeline.app.returncode == 0, pipeline.diagnostics()
+    assert pipeline.app.stop() == 0, pipeline.diagnostics()
     time.sleep(0.5)
     entries = pipeline.loki.entries()
     assert not pipeline.loki.errors()

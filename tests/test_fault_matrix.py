@@ -26,7 +26,8 @@ from typing import Any, Final
 
 import pytest
 
-from tests.fault_harness import (
+from tests.loki_receiver import LokiEntry, LokiReceiver
+from tests.real_processes import (
     FaultyCollector,
     Gunicorn,
     Load,
@@ -37,7 +38,6 @@ from tests.fault_harness import (
     stderr_report,
     tagged_paths,
 )
-from tests.loki_receiver import LokiEntry, LokiReceiver
 
 pytestmark = pytest.mark.slow
 

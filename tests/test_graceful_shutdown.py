@@ -15,7 +15,8 @@ from typing import Final
 
 import pytest
 
-from tests.fault_harness import (
+from tests.loki_receiver import LokiReceiver
+from tests.real_processes import (
     REPO,
     Gunicorn,
     base_env,
@@ -26,7 +27,6 @@ from tests.fault_harness import (
     tagged_paths,
     wait_for_port,
 )
-from tests.loki_receiver import LokiReceiver
 
 pytestmark = pytest.mark.slow
 

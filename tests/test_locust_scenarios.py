@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +20,8 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
+from tests.real_processes import Gunicorn
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = REPO_ROOT / "loadtest" / "locustfile.py"
 RUN_SECONDS = 4
@@ -30,63 +29,12 @@ RUN_SECONDS = 4
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def gunicorn_command(port: int) -> list[str]:
-    from gunicorn.config import KNOWN_SETTINGS
-
-    command = [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}"]
-    # gunicorn >= 24 opens a control socket at one fixed path per user; concurrent servers would
-    # fight over it, and nothing here uses it.
-    if any(setting.name == "control_socket_disable" for setting in KNOWN_SETTINGS):
-        command.append("--no-control-socket")
-    return [*command, "otel_flask_monitor.demo.app:create_app()"]
-
-
-def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout_seconds: float) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode} before serving")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"gunicorn did not answer {url} within {timeout_seconds} s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
-
-
 @pytest.fixture(scope="module")
 def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    workdir = tmp_path_factory.mktemp("gunicorn")
-    port = free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
     env |= {"OTEL_TRACES_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
-    with (workdir / "gunicorn.log").open("wb") as log:
-        process = subprocess.Popen(
-            gunicorn_command(port), cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(url + "/api/products", process, timeout_seconds=30)
-        yield url
-    finally:
-        stop(process)
+    with Gunicorn(env, tmp_path_factory.mktemp("gunicorn"), workers=2) as server:
+        yield server.base_url
 
 
 @dataclass(frozen=True)

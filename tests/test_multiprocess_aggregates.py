@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from otel_flask_monitor.multiprocess import WRITE_INTERVAL_SECONDS
-from tests.fault_harness import (
+from tests.real_processes import (
     DEMO_APP,
     REPO,
     START_TIMEOUT_SECONDS,

@@ -21,8 +21,8 @@ import requests
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from tests.fault_harness import REPO, Gunicorn, base_env, drive, free_port, stderr_report, tagged_paths
 from tests.loki_receiver import LokiReceiver
+from tests.real_processes import REPO, Gunicorn, base_env, drive, free_port, stderr_report, tagged_paths
 
 WORKERS: Final = 4
 REQUESTS: Final = 400

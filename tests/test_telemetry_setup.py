@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.loki_receiver import LokiReceiver
+from tests.real_processes import SDK_NOISE, free_port
 
 SCRIPT = Path(__file__).parent / "scripts" / "drive_monitored_app.py"
 REPO = Path(__file__).parent.parent
@@ -21,15 +21,6 @@ FAST_EXPORT = {
     "OTEL_BSP_SCHEDULE_DELAY": "50",
     "OTEL_METRIC_EXPORT_INTERVAL": "200",
 }
-
-# Lines the SDK writes on every failed or retried export; the monitor replaces them with one line.
-SDK_NOISE = ("Transient error", "Failed to export", "Queue full", "Exception while exporting")
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -56,7 +47,7 @@ def sdk_noise(stderr: list[str]) -> list[str]:
 
 def test_collector_down_costs_the_app_nothing_and_one_warning() -> None:
     env = child_env(
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{closed_port()}",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}",
         REQUESTS="300",
         PAUSE_AFTER_SECONDS="1.0",
     )
@@ -82,7 +73,7 @@ def test_collector_down_costs_the_app_nothing_and_one_warning() -> None:
 def test_sdk_disabled_sets_up_nothing_and_the_app_works() -> None:
     env = child_env(
         OTEL_SDK_DISABLED="true",
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{closed_port()}",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}",
         REQUESTS="20",
     )
     result, stderr, _ = run_app(env)
@@ -113,7 +104,7 @@ def test_every_record_of_completed_requests_is_flushed_at_exit() -> None:
 
 
 def test_export_resumes_by_itself_after_the_collector_comes_back(tmp_path: Path) -> None:
-    port = closed_port()
+    port = free_port()
     go_file = tmp_path / "go"
     env = child_env(
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}/otlp",

@@ -11,10 +11,8 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -27,6 +25,7 @@ import pytest
 
 from otel_flask_monitor.logs import EVENT_NAME
 from tests.otlp_sink import SPAN_KIND_SERVER, OtlpSink, ReceivedLog, ReceivedSpan
+from tests.real_processes import free_port, wait_for_port
 
 pytestmark = pytest.mark.slow
 
@@ -37,13 +36,6 @@ SERVICE_NAME = "zero-code-shop"
 ITEM_ROUTE = "/items/<int:item_id>"
 # A gauge the monitor's process metrics export from every process it attaches to.
 PROCESS_GAUGE = "process.memory.usage"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _otel_env(sink: OtlpSink, **overrides: str) -> dict[str, str]:
@@ -96,17 +88,7 @@ def running(command: Sequence[str], env: dict[str, str], port: int, tmp_path: Pa
             start_new_session=True,  # one process group: the reloader's child and gunicorn's workers too
         )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{output.read_text(errors='replace')}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"server did not listen in time:\n{output.read_text(errors='replace')}")
-                time.sleep(0.05)
+        wait_for_port(port, process, "server", lambda: output.read_text(errors="replace"))
         yield Server(process, port, output)
     finally:
         if process.poll() is None:
@@ -115,7 +97,7 @@ def running(command: Sequence[str], env: dict[str, str], port: int, tmp_path: Pa
 
 
 def flask_server(sink: OtlpSink, tmp_path: Path, **env_overrides: str) -> Any:
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, str(APP_SCRIPT), str(port)]
     return running(command, _otel_env(sink, **env_overrides), port, tmp_path)
 
@@ -250,7 +232,7 @@ def _worker_by_trace(output: str) -> dict[str, int]:
     ],
 )
 def test_gunicorn_workers_each_report(app_spec: str, path: str, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     command = [
         str(BIN_DIR / "gunicorn"),
         "--workers=2",

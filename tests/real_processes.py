@@ -1,7 +1,9 @@
-"""Real processes for the fault, shutdown and pre-fork tests (a helper module, not a test file).
+"""Real processes for tests that start servers and collectors (a helper module, not a test file).
 
+- :func:`free_port`, :func:`wait_for_port`, :func:`stop_process`: the basics every such test needs.
 - :class:`Gunicorn`: the demo app under a real gunicorn on 127.0.0.1 (a free port), stderr in a file.
-- :class:`Rotel`: a real Collector process (``rotel-agent``) that forwards OTLP/HTTP to a receiver.
+- :class:`Rotel`: a real Collector process (``rotel-agent``, found by :func:`rotel_agent`) that
+  forwards OTLP/HTTP to a receiver.
 - :class:`FaultyCollector`: an OTLP/HTTP endpoint the test controls: answers 200 (and keeps the
   records the way Loki would), 500, 429 with ``Retry-After``, 400, or sleeps past the exporter timeout.
 - :func:`drive`: a bounded number of requests from a thread pool, with their latencies and failures.
@@ -58,13 +60,14 @@ RECOVERY_LINE: Final = "telemetry export recovered"
 
 
 def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (until someone binds it)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
 def wait_for_port(
-    port: int, process: subprocess.Popen[bytes], name: str, diagnostics: Callable[[], str]
+    port: int, process: subprocess.Popen[Any], name: str, diagnostics: Callable[[], str]
 ) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
@@ -82,7 +85,7 @@ def wait_for_port(
 
 
 def stop_process(
-    process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0
+    process: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10.0
 ) -> int | None:
     """Signal, wait (bounded), then kill. Returns the exit code of a graceful exit, None if killed."""
     if process.poll() is not None:
@@ -135,6 +138,9 @@ class Gunicorn:
             "15",
             "--timeout",
             "30",
+            # gunicorn >= 24 opens a control socket at one fixed path per user; concurrent servers
+            # would fight over it, and nothing here uses it.
+            "--no-control-socket",
         ]
         if threads > 1:
             command += ["--worker-class", "gthread", "--threads", str(threads)]
@@ -275,9 +281,10 @@ class Rotel:
         )
         out.close()
         process = self.process
-        wait_for_port(self.http_port, process, "rotel-agent", self._output)
+        wait_for_port(self.http_port, process, "rotel-agent", self.output)
 
-    def _output(self) -> str:
+    def output(self) -> str:
+        """The end of what the current rotel-agent printed (for failure messages)."""
         return (self.log_dir / f"rotel-{self._starts}.out").read_text(errors="replace")[-3000:]
 
     def kill(self) -> None:
