@@ -18,6 +18,9 @@ OpenTelemetry Collector's ``otlphttp`` exporter sends when its endpoint is ``htt
 
 - ``POST /otlp/v1/traces`` and ``POST /otlp/v1/metrics``: decoded and kept as they are.
 
+``LokiReceiver(path_prefix="")`` serves the plain OTLP/HTTP paths (``/v1/logs``...) an SDK's exporter
+posts to; tests/otlp_sink.py uses it that way.
+
 Usage::
 
     from tests.loki_receiver import LokiReceiver
@@ -283,10 +286,11 @@ def entries_from_request(request: ExportLogsServiceRequest) -> list[LokiEntry]:
 
 _T = TypeVar("_T")
 
+# OTLP/HTTP paths, after the receiver's path prefix.
 _ROUTES: Final[dict[str, tuple[type[Message], type[Message]]]] = {
-    "/otlp/v1/logs": (ExportLogsServiceRequest, ExportLogsServiceResponse),
-    "/otlp/v1/traces": (ExportTraceServiceRequest, ExportTraceServiceResponse),
-    "/otlp/v1/metrics": (ExportMetricsServiceRequest, ExportMetricsServiceResponse),
+    "/v1/logs": (ExportLogsServiceRequest, ExportLogsServiceResponse),
+    "/v1/traces": (ExportTraceServiceRequest, ExportTraceServiceResponse),
+    "/v1/metrics": (ExportMetricsServiceRequest, ExportMetricsServiceResponse),
 }
 
 
@@ -325,7 +329,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
-        route = _ROUTES.get(path)
+        route = self.server.routes.get(path)
         if route is None:
             self._reply(404, b"not found\n", "text/plain")
             return
@@ -373,16 +377,18 @@ def _decompress(raw: bytes, encoding: str) -> bytes:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     store: _Store
+    routes: dict[str, tuple[type[Message], type[Message]]]
 
 
 class LokiReceiver:
     """A threaded OTLP/HTTP server on 127.0.0.1 that stores what Loki would store."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, path_prefix: str = "/otlp") -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the test receiver listens on the loopback interface only")
         self._server = _Server((host, port), _Handler)
         self._server.store = _Store()
+        self._server.routes = {path_prefix + path: types for path, types in _ROUTES.items()}
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )

@@ -1,4 +1,4 @@
-"""A minimal OTLP/HTTP receiver for tests: decodes logs, traces and metrics into plain Python values.
+"""An OTLP/HTTP receiver for tests that decodes logs, traces and metrics into plain Python values.
 
 ``with OtlpSink() as sink:`` listens on 127.0.0.1 on a free port; point
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` at ``sink.endpoint`` with ``OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf``.
@@ -6,29 +6,17 @@
 
 from __future__ import annotations
 
-import gzip
-import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from google.protobuf.message import Message
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
-    ExportLogsServiceRequest,
-    ExportLogsServiceResponse,
-)
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from tests.loki_receiver import LokiReceiver
 
 T = TypeVar("T")
 
@@ -80,15 +68,6 @@ class ReceivedMetricPoint:
     name: str
     attributes: dict[str, Any]
     value: float
-
-
-@dataclass
-class _Received:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    logs: list[ReceivedLog] = field(default_factory=list)
-    spans: list[ReceivedSpan] = field(default_factory=list)
-    metric_points: list[ReceivedMetricPoint] = field(default_factory=list)
-    requests: dict[str, int] = field(default_factory=dict)
 
 
 def _decode_logs(request: ExportLogsServiceRequest) -> list[ReceivedLog]:
@@ -150,73 +129,28 @@ def _decode_metrics(request: ExportMetricsServiceRequest) -> list[ReceivedMetric
     return points
 
 
-_ROUTES: Mapping[str, tuple[type[Message], type[Message]]] = {
-    "/v1/logs": (ExportLogsServiceRequest, ExportLogsServiceResponse),
-    "/v1/traces": (ExportTraceServiceRequest, ExportTraceServiceResponse),
-    "/v1/metrics": (ExportMetricsServiceRequest, ExportMetricsServiceResponse),
-}
-
-
-def _handler_for(received: _Received) -> type[BaseHTTPRequestHandler]:
-    class OtlpHandler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            route = _ROUTES.get(self.path.split("?", 1)[0])
-            if route is None:
-                self.send_error(404)
-                return
-            request_type, response_type = route
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            if self.headers.get("Content-Encoding", "").lower() == "gzip":
-                body = gzip.decompress(body)
-            request = request_type()
-            request.ParseFromString(body)
-            with received.lock:
-                received.requests[self.path] = received.requests.get(self.path, 0) + 1
-                if isinstance(request, ExportLogsServiceRequest):
-                    received.logs.extend(_decode_logs(request))
-                elif isinstance(request, ExportTraceServiceRequest):
-                    received.spans.extend(_decode_spans(request))
-                elif isinstance(request, ExportMetricsServiceRequest):
-                    received.metric_points.extend(_decode_metrics(request))
-            payload = response_type().SerializeToString()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, format: str, *args: Any) -> None:  # the base class names it so
-            pass  # the test output is no place for one access line per export
-
-    return OtlpHandler
-
-
 class OtlpSink:
-    """Threaded OTLP/HTTP (protobuf) receiver on 127.0.0.1; every accessor returns a snapshot."""
+    """OTLP/HTTP receiver on 127.0.0.1 (protobuf or JSON, gzip accepted); every accessor returns a snapshot.
+
+    The server is tests/loki_receiver.py's, on the plain OTLP paths: it keeps the decoded requests,
+    and the sink reads them as flat records.
+    """
 
     def __init__(self) -> None:
-        self._received = _Received()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self._received))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="otlp-sink", daemon=True)
-        self._thread.start()
+        self._receiver = LokiReceiver(path_prefix="")
 
     @property
     def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._receiver.base_url
 
     def logs(self) -> list[ReceivedLog]:
-        with self._received.lock:
-            return list(self._received.logs)
+        return [log for request in self._receiver.log_requests() for log in _decode_logs(request)]
 
     def spans(self) -> list[ReceivedSpan]:
-        with self._received.lock:
-            return list(self._received.spans)
+        return [span for request in self._receiver.trace_requests() for span in _decode_spans(request)]
 
     def metric_points(self) -> list[ReceivedMetricPoint]:
-        with self._received.lock:
-            return list(self._received.metric_points)
+        return [point for request in self._receiver.metric_requests() for point in _decode_metrics(request)]
 
     def wait_for(self, read: Callable[[], T], done: Callable[[T], bool], timeout: float = 15.0) -> T:
         """Poll ``read()`` until ``done`` says so or ``timeout`` passes; return the last reading."""
@@ -228,17 +162,10 @@ class OtlpSink:
         return value
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._receiver.close()
 
     def __enter__(self) -> OtlpSink:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
