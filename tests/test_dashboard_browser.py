@@ -1,39 +1,23 @@
-"""The dashboard in a real browser: headless Debian chromium driven by Playwright, against a real
-server on 127.0.0.1. Required in CI: a missing chromium fails this test, it never skips.
+"""The dashboard in a real browser: headless Debian chromium driven by Playwright (tests/browser.py),
+against a real server on 127.0.0.1. Required in CI: a missing chromium fails this test, it never skips.
 """
 
 from __future__ import annotations
 
-import http.client
 import os
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from playwright.sync_api import ConsoleMessage, Dialog, Page, expect, sync_playwright
-from werkzeug.serving import BaseWSGIServer, make_server
+from playwright.sync_api import ConsoleMessage, Dialog, expect
+from werkzeug.serving import BaseWSGIServer
 
 from otel_flask_monitor import FlaskMonitor
+from tests.browser import ARTIFACTS, ITEM_ROUTE, chromium, hit, route_cell, serving
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--no-proxy-server",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 XSS_PATH = "/<script>alert(1)</script>"
 XSS_USER_AGENT = '<img src=x onerror="alert(2)">evil-agent'
-ITEM_ROUTE = "/items/<int:item_id>"
 # The dashboard refreshes every 5 s; allow two refreshes plus slack.
 REFRESH_TIMEOUT_MS = 12_000
 
@@ -61,36 +45,11 @@ def browser_app() -> Flask:
 
 @pytest.fixture
 def server() -> Iterator[BaseWSGIServer]:
-    http_server = make_server("127.0.0.1", 0, browser_app(), threaded=True)
-    thread = threading.Thread(target=http_server.serve_forever, daemon=True)
-    thread.start()
-    yield http_server
-    http_server.shutdown()
-    thread.join(timeout=5)
-    http_server.server_close()
-
-
-def hit(server: BaseWSGIServer, method: str, path: str, user_agent: str = "browser-test") -> int:
-    """One request straight to the local server (no proxies, no environment)."""
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    try:
-        connection.request(method, path, headers={"User-Agent": user_agent})
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    finally:
-        connection.close()
-
-
-def route_cell(page: Page, route: str, column: str) -> Any:
-    return page.locator(f'#routes-rows tr[data-route="{route}"] td.{column}')
+    with serving(browser_app()) as http_server:
+        yield http_server
 
 
 def test_dashboard_in_chromium(server: BaseWSGIServer) -> None:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (this test never skips)"
-        )
     for item_id in range(3):
         assert hit(server, "GET", f"/items/{item_id}") == 200
     assert hit(server, "POST", "/orders") == 201
@@ -110,56 +69,52 @@ def test_dashboard_in_chromium(server: BaseWSGIServer) -> None:
         if message.type == "error":
             console_errors.append(message.text)
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("dialog", on_dialog)
-            page.on("console", on_console)
-            page.on("pageerror", lambda error: page_errors.append(str(error)))
-            response = page.goto(base + "/monitoring/dashboard")
-            assert response is not None
-            assert response.status == 200
-            assert "script-src 'self'" in response.headers["content-security-policy"]
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("dialog", on_dialog)
+        page.on("console", on_console)
+        page.on("pageerror", lambda error: page_errors.append(str(error)))
+        response = page.goto(base + "/monitoring/dashboard")
+        assert response is not None
+        assert response.status == 200
+        assert "script-src 'self'" in response.headers["content-security-policy"]
 
-            # The routes just hit appear with their counts.
-            expect(route_cell(page, ITEM_ROUTE, "requests")).to_have_text("3")
-            expect(route_cell(page, "/orders", "requests")).to_have_text("1")
-            expect(route_cell(page, "/boom", "requests")).to_have_text("1")
-            expect(page.locator("#total-requests")).to_have_text("6")
-            expect(page.locator("#system-pid")).to_have_text(str(os.getpid()))
-            expect(page.locator("#server-error-rows")).to_contain_text("RuntimeError")
-            expect(page.locator("#chart svg rect.bar-requests").first).to_be_visible()
+        # The routes just hit appear with their counts.
+        expect(route_cell(page, ITEM_ROUTE, "requests")).to_have_text("3")
+        expect(route_cell(page, "/orders", "requests")).to_have_text("1")
+        expect(route_cell(page, "/boom", "requests")).to_have_text("1")
+        expect(page.locator("#total-requests")).to_have_text("6")
+        expect(page.locator("#system-pid")).to_have_text(str(os.getpid()))
+        expect(page.locator("#server-error-rows")).to_contain_text("RuntimeError")
+        expect(page.locator("#chart svg rect.bar-requests").first).to_be_visible()
 
-            # Hostile text is shown as text: visible, and nothing executed.
-            client_errors = page.locator("#client-error-rows")
-            expect(client_errors).to_contain_text(XSS_PATH)
-            expect(client_errors).to_contain_text(XSS_USER_AGENT)
-            assert page.locator("main script, main img").count() == 0
-            assert page.locator("script").count() == 1
+        # Hostile text is shown as text: visible, and nothing executed.
+        client_errors = page.locator("#client-error-rows")
+        expect(client_errors).to_contain_text(XSS_PATH)
+        expect(client_errors).to_contain_text(XSS_USER_AGENT)
+        assert page.locator("main script, main img").count() == 0
+        assert page.locator("script").count() == 1
 
-            # More traffic: the numbers change on the next refresh.
-            for item_id in range(4):
-                assert hit(server, "GET", f"/items/{item_id}") == 200
-            expect(route_cell(page, ITEM_ROUTE, "requests")).to_have_text("7", timeout=REFRESH_TIMEOUT_MS)
-            expect(page.locator("#total-requests")).to_have_text("10")
+        # More traffic: the numbers change on the next refresh.
+        for item_id in range(4):
+            assert hit(server, "GET", f"/items/{item_id}") == 200
+        expect(route_cell(page, ITEM_ROUTE, "requests")).to_have_text("7", timeout=REFRESH_TIMEOUT_MS)
+        expect(page.locator("#total-requests")).to_have_text("10")
 
-            # Sorting by a column header reorders the table.
-            page.locator('#routes-table th[data-key="route"] button').click()
-            expect(page.locator("#routes-rows tr").first).to_have_attribute("data-route", "/boom")
+        # Sorting by a column header reorders the table.
+        page.locator('#routes-table th[data-key="route"] button').click()
+        expect(page.locator("#routes-rows tr").first).to_have_attribute("data-route", "/boom")
 
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
-            page.set_viewport_size({"width": 390, "height": 844})
-            page.wait_for_timeout(400)  # the chart redraws for the new width after a debounce
-            chart_width = page.locator("#chart svg").bounding_box()
-            assert chart_width is not None
-            assert chart_width["width"] <= 390
-            page_width = page.evaluate("document.documentElement.scrollWidth")
-            assert page_width <= 390, f"the page scrolls sideways at phone width ({page_width} px)"
-            page.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"), full_page=True)
-        finally:
-            browser.close()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.wait_for_timeout(400)  # the chart redraws for the new width after a debounce
+        chart_width = page.locator("#chart svg").bounding_box()
+        assert chart_width is not None
+        assert chart_width["width"] <= 390
+        page_width = page.evaluate("document.documentElement.scrollWidth")
+        assert page_width <= 390, f"the page scrolls sideways at phone width ({page_width} px)"
+        page.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"), full_page=True)
 
     assert dialogs == [], f"a script ran: {dialogs}"
     assert page_errors == []

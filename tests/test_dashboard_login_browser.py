@@ -7,19 +7,17 @@ token (typed into the form) opens the dashboard. Required in CI: a missing chrom
 
 from __future__ import annotations
 
-import http.client
-import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
-from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
-from werkzeug.serving import BaseWSGIServer, make_server
+from playwright.sync_api import ConsoleMessage, Page, expect
+from werkzeug.serving import BaseWSGIServer
 
 from otel_flask_monitor import FlaskMonitor
 from otel_flask_monitor.dashboard.access import SESSION_COOKIE
-from tests.test_dashboard_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ITEM_ROUTE, route_cell
+from tests.browser import ARTIFACTS, ITEM_ROUTE, chromium, hit, route_cell, serving
 
 TOKEN = "browser-login-token-4hQ9sV2w"
 FAKE_REMOTE_ADDR = "203.0.113.7"
@@ -53,24 +51,8 @@ def login_app() -> Flask:
 
 @pytest.fixture
 def server() -> Iterator[BaseWSGIServer]:
-    http_server = make_server("127.0.0.1", 0, login_app(), threaded=True)
-    thread = threading.Thread(target=http_server.serve_forever, daemon=True)
-    thread.start()
-    yield http_server
-    http_server.shutdown()
-    thread.join(timeout=5)
-    http_server.server_close()
-
-
-def get_status(server: BaseWSGIServer, path: str) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    finally:
-        connection.close()
+    with serving(login_app()) as http_server:
+        yield http_server
 
 
 def submit_token(page: Page, token: str) -> None:
@@ -80,13 +62,9 @@ def submit_token(page: Page, token: str) -> None:
 
 
 def test_remote_browser_signs_in_sees_the_dashboard_and_signs_out(server: BaseWSGIServer) -> None:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (this test never skips)"
-        )
     for item_id in range(3):
-        assert get_status(server, f"/items/{item_id}") == 200
-    assert get_status(server, "/monitoring/stats") == 401  # the middleware works: we look remote
+        assert hit(server, "GET", f"/items/{item_id}") == 200
+    assert hit(server, "GET", "/monitoring/stats") == 401  # the middleware works: we look remote
 
     base = f"http://127.0.0.1:{server.port}"
     console_errors: list[str] = []
@@ -97,54 +75,50 @@ def test_remote_browser_signs_in_sees_the_dashboard_and_signs_out(server: BaseWS
         if message.type == "error" and "status of 401" not in message.text:
             console_errors.append(message.text)
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            page = context.new_page()
-            page.on("console", on_console)
-            page.on("pageerror", lambda error: page_errors.append(str(error)))
+    with chromium() as browser:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.on("console", on_console)
+        page.on("pageerror", lambda error: page_errors.append(str(error)))
 
-            # Opening the dashboard lands on the sign-in form.
-            response = page.goto(base + "/monitoring/dashboard")
-            assert response is not None
-            assert response.status == 200
-            assert page.url == base + "/monitoring/login"
-            assert "form-action 'self'" in response.headers["content-security-policy"]
-            expect(page.locator("#token")).to_be_visible()
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "dashboard-login.png"))
+        # Opening the dashboard lands on the sign-in form.
+        response = page.goto(base + "/monitoring/dashboard")
+        assert response is not None
+        assert response.status == 200
+        assert page.url == base + "/monitoring/login"
+        assert "form-action 'self'" in response.headers["content-security-policy"]
+        expect(page.locator("#token")).to_be_visible()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-login.png"))
 
-            # A wrong token: the form again, a generic message, no cookie.
-            submit_token(page, "not-the-token")
-            assert page.url == base + "/monitoring/login"
-            expect(page.locator("#login-error")).to_have_text("Sign-in failed.")
-            assert context.cookies() == []
+        # A wrong token: the form again, a generic message, no cookie.
+        submit_token(page, "not-the-token")
+        assert page.url == base + "/monitoring/login"
+        expect(page.locator("#login-error")).to_have_text("Sign-in failed.")
+        assert context.cookies() == []
 
-            # The right token: the dashboard, filled from /stats and /health by its script.
-            submit_token(page, TOKEN)
-            assert page.url == base + "/monitoring/dashboard"
-            expect(route_cell(page, ITEM_ROUTE, "requests")).to_have_text("3")
-            expect(page.locator("#status-pill")).not_to_have_text("loading")
-            expect(page.locator("#fetch-error")).to_be_hidden()
-            (cookie,) = context.cookies()
-            assert cookie["name"] == SESSION_COOKIE
-            assert cookie["httpOnly"] is True
-            assert cookie["sameSite"] == "Strict"
-            assert cookie["path"] == "/monitoring"
-            assert TOKEN not in cookie["value"]
-            assert page.evaluate("document.cookie") == ""  # HttpOnly: scripts cannot read it
-            assert TOKEN not in page.content()
+        # The right token: the dashboard, filled from /stats and /health by its script.
+        submit_token(page, TOKEN)
+        assert page.url == base + "/monitoring/dashboard"
+        expect(route_cell(page, ITEM_ROUTE, "requests")).to_have_text("3")
+        expect(page.locator("#status-pill")).not_to_have_text("loading")
+        expect(page.locator("#fetch-error")).to_be_hidden()
+        (cookie,) = context.cookies()
+        assert cookie["name"] == SESSION_COOKIE
+        assert cookie["httpOnly"] is True
+        assert cookie["sameSite"] == "Strict"
+        assert cookie["path"] == "/monitoring"
+        assert TOKEN not in cookie["value"]
+        assert page.evaluate("document.cookie") == ""  # HttpOnly: scripts cannot read it
+        assert TOKEN not in page.content()
 
-            # Log out: back to the form, and the dashboard is closed again.
-            with page.expect_navigation():
-                page.locator("#logout").click()
-            assert page.url == base + "/monitoring/login"
-            assert context.cookies() == []
-            page.goto(base + "/monitoring/dashboard")
-            assert page.url == base + "/monitoring/login"
-        finally:
-            browser.close()
+        # Log out: back to the form, and the dashboard is closed again.
+        with page.expect_navigation():
+            page.locator("#logout").click()
+        assert page.url == base + "/monitoring/login"
+        assert context.cookies() == []
+        page.goto(base + "/monitoring/dashboard")
+        assert page.url == base + "/monitoring/login"
 
     assert page_errors == []
     assert console_errors == [], console_errors  # includes Content-Security-Policy violations
