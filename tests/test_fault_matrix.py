@@ -26,9 +26,9 @@ from typing import Any, Final
 
 import pytest
 
+from tests.faulty_collector import FaultyCollector
 from tests.loki_receiver import LokiEntry, LokiReceiver
 from tests.real_processes import (
-    FaultyCollector,
     Gunicorn,
     Load,
     Rotel,
