@@ -19,6 +19,11 @@ _logger = logging.getLogger("otel_flask_monitor.export")
 
 _MAX_ERROR_LENGTH: Final = 300
 
+# Successful exports in a row, with every signal healthy, before an outage is declared over: a
+# Collector that answers only some requests in time would otherwise flap between a warning and a
+# recovery line on every batch.
+RECOVERY_CONFIRMATIONS: Final = 3
+
 # Loggers of the SDK export path whose per-batch warnings the outage tracking replaces.
 SDK_EXPORT_LOGGERS: Final = (
     "opentelemetry.exporter.otlp.common.http",
@@ -86,6 +91,7 @@ class ExportHealth:
         self._clock = clock
         self._signals: dict[str, _SignalStatus] = {}
         self._outage_started: float | None = None
+        self._successes_in_a_row = 0
         self._lost_in_outage = 0
         self._last_error: str | None = None
         self._exit_deadline: float | None = None
@@ -102,6 +108,7 @@ class ExportHealth:
         self._lock = threading.Lock()
         self._signals = {name: _SignalStatus(name, s.endpoint) for name, s in self._signals.items()}
         self._outage_started = None
+        self._successes_in_a_row = 0
         self._lost_in_outage = 0
         self._last_error = None
         self._exit_deadline = None
@@ -127,17 +134,17 @@ class ExportHealth:
             status = self._signals[signal]
             status.exported += count
             status.last_success = self._clock()
-            was_failing = not status.healthy
             status.healthy = True
             self._last_error = None
-            recovered = was_failing and all(s.healthy for s in self._signals.values())
-            if recovered and self._outage_started is not None:
-                lasted = self._clock() - self._outage_started
-                lost = self._lost_in_outage
-                self._outage_started = None
-                self._lost_in_outage = 0
-            else:
-                recovered = False
+            recovered = False
+            if self._outage_started is not None and all(s.healthy for s in self._signals.values()):
+                self._successes_in_a_row += 1
+                if self._successes_in_a_row >= RECOVERY_CONFIRMATIONS:
+                    recovered = True
+                    lasted = self._clock() - self._outage_started
+                    lost = self._lost_in_outage
+                    self._outage_started = None
+                    self._lost_in_outage = 0
         if recovered:
             _logger.warning(
                 "telemetry export recovered after %.0f s; %d item(s) were lost during the outage",
@@ -156,8 +163,9 @@ class ExportHealth:
             self._warn_outage(status.endpoint)
 
     def _mark_failing_locked(self, status: _SignalStatus) -> bool:
-        """Mark the signal failing; True when this starts an outage (no signal was failing)."""
+        """Mark the signal failing; True when this starts an outage (none was open)."""
         status.healthy = False
+        self._successes_in_a_row = 0
         if self._outage_started is not None:
             return False
         self._outage_started = self._clock()
@@ -186,15 +194,23 @@ class ExportHealth:
 
     @property
     def in_outage(self) -> bool:
+        """An outage was announced and its recovery not yet confirmed."""
         with self._lock:
             return self._outage_started is not None
 
+    @property
+    def failing(self) -> bool:
+        """The last export of some signal failed (a recovering outage is not failing)."""
+        with self._lock:
+            return any(not s.healthy for s in self._signals.values())
+
     def should_skip_export(self) -> bool:
-        """At exit, during an outage or past the flush deadline, exports are dropped at once."""
+        """At exit, while a signal is failing or past the flush deadline, exports are dropped at once."""
         with self._lock:
             if self._exit_deadline is None:
                 return False
-            return self._outage_started is not None or self._clock() > self._exit_deadline
+            failing = any(not s.healthy for s in self._signals.values())
+            return failing or self._clock() > self._exit_deadline
 
     def snapshot(self) -> list[SignalSnapshot]:
         with self._lock:

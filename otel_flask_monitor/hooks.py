@@ -7,21 +7,26 @@ the monitor must never change what the app answers.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
 import traceback
+from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from flask import Flask, Request, Response, got_request_exception, request
 from opentelemetry import trace
+from opentelemetry.trace import Span
 from opentelemetry.util.http import ExcludeList, get_excluded_urls
 
+from otel_flask_monitor.aggregates import KNOWN_METHODS
 from otel_flask_monitor.config import MonitorSettings
 from otel_flask_monitor.dispatch import FailureReporter, RecordDispatcher
 from otel_flask_monitor.record import ExceptionInfo, RequestRecord
 from otel_flask_monitor.redaction import Redactor, truncate, truncate_middle
+
+_logger = logging.getLogger("otel_flask_monitor")
 
 ENVIRON_KEY: Final = "otel_flask_monitor.in_flight"
 
@@ -35,15 +40,19 @@ class _InFlight:
         "exception",
         "query",
         "response_size",
+        "span_seen",
         "start_cpu_ns",
         "start_ns",
         "status_code",
+        "trace_id",
     )
 
-    def __init__(self, query: str) -> None:
+    def __init__(self, query: str, span_seen: bool) -> None:
         self.start_ns = time.perf_counter_ns()
         self.start_cpu_ns = time.thread_time_ns()
         self.query = query
+        self.span_seen = span_seen
+        self.trace_id: str | None = None
         self.status_code: int | None = None
         self.response_size: int | None = None
         self.content_type: str | None = None
@@ -85,7 +94,13 @@ class RequestLifecycle:
             or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS")
             else None
         )
-        self._own_prefix = settings.url_prefix
+        # The prefix is the monitor's only while its routes are mounted there.
+        self._own_prefix = settings.url_prefix if settings.dashboard_enabled else None
+        # Headers the instrumentation copies onto the span at the user's request can be long too.
+        self._span_may_carry_headers = bool(
+            os.environ.get("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST")
+        )
+        self._warned_hook_order = False
 
     def register(self, app: Flask) -> None:
         """Place the hooks so every response is seen, whatever the app registered first.
@@ -102,32 +117,84 @@ class RequestLifecycle:
         before[:] = [*instrumentation, self.before_request, *(f for f in before if f not in instrumentation)]
         app.after_request_funcs.setdefault(None, []).insert(0, self.after_request)
         app.teardown_request(self.teardown_request)
-        got_request_exception.connect(self.on_exception, app, weak=False)
+        got_request_exception.connect(self.on_exception, app)
 
     def is_excluded(self, current: Request) -> bool:
         path = current.path
-        if path == self._own_prefix or path.startswith(self._own_prefix + "/"):
+        prefix = self._own_prefix
+        if prefix is not None and (path == prefix or path.startswith(prefix + "/")):
             return True
         if self._excluded_paths is not None and self._excluded_paths.search(path):
             return True
-        # The full URL is built only when OTEL_PYTHON_FLASK_EXCLUDED_URLS asks for it.
-        return self._excluded_urls is not None and self._excluded_urls.url_disabled(current.url)
+        if self._excluded_urls is None:
+            return False  # the full URL is built only when OTEL_PYTHON_FLASK_EXCLUDED_URLS asks for it
+        try:
+            return self._excluded_urls.url_disabled(current.url)
+        except Exception:
+            return False  # an untrusted Host (TRUSTED_HOSTS) makes the URL unreadable
 
     def before_request(self) -> None:
         try:
             current = _current_request()
-            if self.is_excluded(current):
-                return
             raw_query = current.query_string
-            query = (
-                truncate(self._redactor.query(raw_query), self._settings.max_attribute_length)
-                if raw_query
-                else ""
-            )
-            current.environ[ENVIRON_KEY] = _InFlight(query)
-            _sanitize_span(current, query, self._settings.max_attribute_length)
+            limit = self._settings.max_attribute_length
+            query = truncate(self._redactor.query(raw_query), limit) if raw_query else ""
+            span = trace.get_current_span()
+            span_seen = span.is_recording()
+            if span_seen:
+                # Excluded paths too: exclusion stops the record, never the redaction of the span.
+                self._sanitize_span(span, current, query)
+            if not self.is_excluded(current):
+                current.environ[ENVIRON_KEY] = _InFlight(query, span_seen)
         except Exception:
             self._failures.report("before_request hook")
+
+    def _sanitize_span(self, span: Span, current: Request, query: str) -> None:
+        """The instrumentation copies the raw query string, target, user agent and host onto the span:
+        replace the query redacted, and cut every string at the limit the record's obey."""
+        if current.url_rule is None:
+            # Without a route template the semantic conventions name the span by the method alone
+            # (unknown methods: "HTTP"); the instrumentation's raw path would make one span name per
+            # URL, a scanner's paths in the trace backend's index.
+            span.update_name(current.method if current.method in KNOWN_METHODS else "HTTP")
+        limit = self._settings.max_attribute_length
+        environ = current.environ
+        request_is_long = (
+            len(environ.get("PATH_INFO", "")) + len(environ.get("QUERY_STRING", "")) > limit
+            or len(environ.get("HTTP_USER_AGENT", "")) > limit
+            or len(environ.get("HTTP_HOST", "")) > limit
+        )
+        if not (query or request_is_long or self._span_may_carry_headers):
+            return  # nothing the instrumentation copied needs replacing: skip reading the span back
+        attributes = getattr(span, "attributes", None) or {}
+        replaced: dict[str, str] = {}
+        if query:
+            for key in _QUERY_BEARING_SPAN_ATTRIBUTES:
+                value = attributes.get(key)
+                if key == "url.query":
+                    replaced[key] = query
+                elif isinstance(value, str):
+                    replaced[key] = value.split("?", 1)[0] + "?" + query
+        for key, value in attributes.items():
+            if isinstance(value, str) and len(value) > limit and key not in replaced:
+                replaced[key] = value
+        for key, value in replaced.items():
+            span.set_attribute(key, truncate(value, limit))
+
+    def _span_opened_late(self, in_flight: _InFlight, current: Request) -> None:
+        """The instrumentation's hooks run after ours: the app was instrumented after the monitor."""
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        self._sanitize_span(span, current, in_flight.query)
+        if not self._warned_hook_order:
+            self._warned_hook_order = True
+            _logger.warning(
+                "otel_flask_monitor: the Flask instrumentation was applied to this app after "
+                "FlaskMonitor(app), so its span ends before the monitor's teardown and per-request "
+                "log records carry no trace id; instrument the app first, or let the monitor do it "
+                "(instrument_flask=True)"
+            )
 
     def after_request(self, response: Response) -> Response:
         try:
@@ -137,10 +204,12 @@ class RequestLifecycle:
             in_flight.status_code = response.status_code
             in_flight.response_size = None if response.is_streamed else response.content_length
             in_flight.content_type = response.content_type
+            if not in_flight.span_seen:
+                self._span_opened_late(in_flight, _current_request())
+            in_flight.trace_id = current_trace_id()
             header = self._settings.trace_id_header
-            trace_id = current_trace_id() if header else None
-            if header and trace_id:
-                response.headers[header] = trace_id
+            if header and in_flight.trace_id:
+                response.headers[header] = in_flight.trace_id
         except Exception:
             self._failures.report("after_request hook")
         return response
@@ -190,11 +259,11 @@ class RequestLifecycle:
             content_type=truncate(in_flight.content_type, limit) if in_flight.content_type else None,
             client_address=current.remote_addr,
             user_agent=truncate(user_agent, limit) if user_agent else None,
-            server_address=_server_address(current.host, limit),
+            server_address=_server_address(current.environ, limit),
             duration_ms=duration_ns / 1e6,
             cpu_ms=max(cpu_ns, 0) / 1e6,
             end_time_ns=time.time_ns(),
-            trace_id=current_trace_id(),
+            trace_id=in_flight.trace_id or current_trace_id(),
             exception=_exception_info(raised, teardown_exc is not None, settings) if raised else None,
             captured_headers=captured,
         )
@@ -206,43 +275,21 @@ def _current_request() -> Request:
     return current
 
 
-def _sanitize_span(current_request: Request, query: str, limit: int) -> None:
-    """The instrumentation copies the raw query string, target, user agent and host onto the span:
-    replace the query redacted, and cut every string at ``limit`` as the record's are."""
-    span = trace.get_current_span()
-    if not span.is_recording():
-        return
-    if current_request.url_rule is None:
-        # Without a route template the semantic conventions name the span by the method alone; the
-        # instrumentation's raw path would make one span name per URL (unbounded, and a scanner's
-        # paths in the trace backend's index).
-        span.update_name(truncate(current_request.method, 32))
-    current = getattr(span, "attributes", None) or {}
-    replaced: dict[str, str] = {}
-    if query:
-        for key in _QUERY_BEARING_SPAN_ATTRIBUTES:
-            value = current.get(key)
-            if key == "url.query":
-                replaced[key] = query
-            elif isinstance(value, str):
-                replaced[key] = value.split("?", 1)[0] + "?" + query
-    for key, value in current.items():
-        if isinstance(value, str) and len(value) > limit and key not in replaced:
-            replaced[key] = value
-    for key, value in replaced.items():
-        span.set_attribute(key, truncate(value, limit))
-
-
 def _is_flask_instrumentation(function: object) -> bool:
     return str(getattr(function, "__module__", "")).startswith("opentelemetry.instrumentation.flask")
 
 
-def _server_address(host: str, limit: int) -> str | None:
-    try:
-        hostname = urlsplit("//" + host).hostname
-    except ValueError:
-        return None
-    return truncate(hostname, limit) if hostname else None
+def _server_address(environ: Mapping[str, Any], limit: int) -> str | None:
+    """Host name of the Host header without its port. Read from the environ: Flask's ``request.host``
+    raises for hosts outside TRUSTED_HOSTS, and the record must not be lost to a scanner's header."""
+    host = str(environ.get("HTTP_HOST") or environ.get("SERVER_NAME") or "")
+    if host.startswith("["):  # [v6]:port
+        name = host[1 : host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:
+        name = host.split(":", 1)[0]
+    else:
+        name = host
+    return truncate(name.lower(), limit) if name else None
 
 
 def _exception_info(error: BaseException, escaped: bool, settings: MonitorSettings) -> ExceptionInfo:

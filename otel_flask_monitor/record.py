@@ -47,13 +47,5 @@ class RequestRecord:
     captured_headers: tuple[tuple[str, str], ...] = ()
 
     @property
-    def route_key(self) -> str:
-        return self.route if self.route is not None else UNMATCHED_ROUTE
-
-    @property
     def is_server_error(self) -> bool:
         return self.status_code >= 500 or self.exception is not None
-
-    @property
-    def is_client_error(self) -> bool:
-        return 400 <= self.status_code < 500 and self.exception is None

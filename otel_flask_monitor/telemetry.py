@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import requests
 from opentelemetry import metrics, trace
 from opentelemetry._logs import (
     Logger,
@@ -54,6 +55,7 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from otel_flask_monitor import __version__
+from otel_flask_monitor.config import ConfigError
 from otel_flask_monitor.export_status import ExportHealth, capture_sdk_export_logs, tracked_export
 
 _logger = logging.getLogger("otel_flask_monitor")
@@ -81,7 +83,7 @@ def otlp_protocol(signal: str) -> str:
     protocol = _env(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
     protocol = protocol or "http/protobuf"
     if protocol not in _DEFAULT_PORTS:
-        raise ValueError(
+        raise ConfigError(
             f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported: use 'grpc' or 'http/protobuf'"
         )
     return protocol
@@ -320,19 +322,20 @@ def _after_fork_in_child() -> None:
 
 
 def _drop_inherited_connections(exporter: Any) -> None:
-    """Forget the HTTP connections pooled before the fork: parent and child writing on one socket
-    interleave their requests, and both see failed exports. Closing the child's copies leaves the
-    parent's connections open; the next export dials anew."""
-    # Private: the OTLP/HTTP exporter keeps its transport (a requests.Session) on its client.
+    """Give the child its own HTTP session: parent and child writing on one pooled socket interleave
+    their requests, and a pool lock a parent thread held at fork time stays held in the child. The
+    inherited session is dropped untouched (closing it could wait on that lock); the parent's
+    connections stay open, and the child's next export dials anew."""
+    # Private: the OTLP/HTTP exporter keeps its transport, and the transport its requests.Session.
     inner = getattr(exporter, "_inner", None)
     transport = getattr(getattr(inner, "_client", None), "_transport", None)
-    close = getattr(transport, "close", None)
-    if close is None:
+    inherited = getattr(transport, "_session", None)
+    if not isinstance(inherited, requests.Session):
         return
-    try:
-        close()
-    except Exception:
-        _logger.debug("dropping inherited connections of %r failed", inner, exc_info=True)
+    fresh = requests.Session()
+    fresh.verify = inherited.verify
+    fresh.cert = inherited.cert
+    transport._session = fresh  # type: ignore[union-attr]
 
 
 def _span_limits(attribute_length_limit: int) -> SpanLimits:
@@ -404,6 +407,8 @@ def setup_telemetry(
     """
     with _PROCESS.lock:
         if enabled and not _PROCESS.setup_done and not sdk_disabled():
+            for signal in ("traces", "logs", "metrics"):
+                otlp_protocol(signal)  # a bad protocol fails init_app before anything is set up
             _PROCESS.setup_done = True
             resource = build_resource(service_name, fallback_service_name)
             if not tracer_provider_configured():
@@ -436,7 +441,7 @@ def _shutdown_owned(flush_timeout_seconds: float) -> None:
     health = _PROCESS.health
     dropped_before = sum(s.dropped for s in health.snapshot())
     health.begin_exit(flush_timeout_seconds)
-    if health.in_outage:
+    if health.failing:
         # Wakes exports sleeping between retries (of any signal: they share the Collector); the
         # processors' shutdown below would otherwise wait for each to give up, a whole timeout.
         for exporter in _PROCESS.otlp_exporters:
@@ -456,11 +461,3 @@ def _shutdown_providers() -> None:
             provider.shutdown()
         except Exception:
             _logger.debug("provider shutdown failed", exc_info=True)
-
-
-def force_flush(timeout_millis: int = 10_000) -> None:
-    """Export what is queued now (tests and graceful-reload hooks use it)."""
-    for provider in (trace.get_tracer_provider(), get_logger_provider(), metrics.get_meter_provider()):
-        flush = getattr(provider, "force_flush", None)
-        if flush is not None:
-            flush(timeout_millis)

@@ -119,3 +119,30 @@ def test_truncation_keeps_within_the_limit() -> None:
     assert cut.startswith("Traceback (most recent call last):")
     assert cut.endswith("ValueError: last line")
     assert "characters cut" in cut
+
+
+def test_excluded_paths_still_get_a_redacted_span(exported: Exported) -> None:
+    app = build_app(excluded_paths=["^/items/"])
+    app.test_client().get(f"/items/1?code=abc&access_token={SECRET}")
+
+    assert exported.request_logs() == []  # excluded: no record
+    assert SECRET not in everything_exported(exported)
+    span_attributes = dict(exported.server_spans()[0].attributes or {})
+    assert span_attributes["url.query"] == f"code=abc&access_token={REDACTED}"
+
+
+def test_an_app_instrumented_after_the_monitor_still_leaks_nothing(
+    exported: Exported, caplog: pytest.LogCaptureFixture
+) -> None:
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    app = build_app(instrument_flask=False)
+    FlaskInstrumentor().instrument_app(app)  # type: ignore[no-untyped-call]
+    client = app.test_client()
+    with caplog.at_level("WARNING", logger="otel_flask_monitor"):
+        for _ in range(2):
+            assert client.get(f"/items/1?token={SECRET}").status_code == 200
+
+    assert SECRET not in everything_exported(exported)
+    assert len([r for r in caplog.records if "instrumentation was applied" in r.getMessage()]) == 1
+    FlaskInstrumentor().uninstrument_app(app)  # type: ignore[no-untyped-call]

@@ -307,3 +307,33 @@ def test_requests_answered_by_the_apps_own_hooks_are_recorded(exported: Exported
         401,
         202,
     ]
+
+
+def test_untrusted_host_header_still_produces_a_record(exported: Exported) -> None:
+    # Without the Flask instrumentation: its own teardown reads request.url and raises for such a host.
+    app = build_app(instrument_flask=False)
+    app.config["TRUSTED_HOSTS"] = ["shop.example"]
+    from otel_flask_monitor import get_state
+
+    response = app.test_client().get("/items/1", headers={"Host": "evil.example"})
+
+    assert response.status_code == 400  # Flask's own answer to an untrusted host
+    assert len(exported.request_logs()) == 1
+    assert get_state(app).failures.counts() == {}
+
+
+def test_span_name_of_an_unmatched_request_with_an_invented_method(exported: Exported) -> None:
+    build_app().test_client().open("/no/such/route", method="BREWCOFFEE")
+
+    assert only_span(exported.server_spans()).name == "HTTP"
+
+
+def test_prefix_routes_of_the_app_are_recorded_when_the_dashboard_is_off(exported: Exported) -> None:
+    app = build_app(dashboard_enabled=False)
+
+    @app.get("/monitoring/orders")
+    def orders() -> dict[str, int]:
+        return {"orders": 3}
+
+    assert app.test_client().get("/monitoring/orders").status_code == 200
+    assert len(exported.request_logs()) == 1
