@@ -6,13 +6,35 @@ Loki stores every log attribute as structured metadata with dots turned into und
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from opentelemetry.util.types import AttributeValue
 
 from otel_flask_monitor.record import RequestRecord
 
 
-def request_attributes(record: RequestRecord) -> dict[str, AttributeValue]:
-    """The HTTP attributes shared by the server span and the log record."""
+class _LastRecord(threading.local):
+    """The span and the log consumer read the same record one after the other on one thread."""
+
+    record: RequestRecord | None = None
+    attributes: Mapping[str, AttributeValue] = MappingProxyType({})
+
+
+_last = _LastRecord()
+
+
+def request_attributes(record: RequestRecord) -> Mapping[str, AttributeValue]:
+    """The HTTP attributes shared by the server span and the log record (built once per record)."""
+    if _last.record is record:
+        return _last.attributes
+    attributes = MappingProxyType(_build_request_attributes(record))
+    _last.record, _last.attributes = record, attributes
+    return attributes
+
+
+def _build_request_attributes(record: RequestRecord) -> dict[str, AttributeValue]:
     candidates: dict[str, AttributeValue | None] = {
         "http.request.method": record.method,
         "http.route": record.route,
