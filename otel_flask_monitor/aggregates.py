@@ -680,7 +680,11 @@ def decode_slot(raw: object) -> _Slot:
         method, route, stats = entry
         if not isinstance(method, str) or not isinstance(route, str):
             raise MalformedStateError("malformed route key")
-        slot.routes[(method, route)] = _decode_stats(stats)
+        route_stats = _decode_stats(stats)
+        if route_stats.requests == 0:
+            # A recorded route always has a request; the running sums assume so when they subtract it.
+            raise MalformedStateError("route statistics without requests")
+        slot.routes[(method, route)] = route_stats
     return slot
 
 

@@ -153,6 +153,10 @@ def test_the_slot_wire_form_round_trips_and_rejects_garbage() -> None:
     broken["total"][0] = -1
     with pytest.raises(MalformedStateError):
         decode_slot(broken)
+    broken = encode_slot(state.current)
+    broken["routes"][0][2][0] = 0  # a route without requests would break the running sums' subtraction
+    with pytest.raises(MalformedStateError, match="without requests"):
+        decode_slot(broken)
 
 
 def _one_request_worker(clock: FakeClock, directory: Path, identity: Identity) -> MultiprocessAggregates:
