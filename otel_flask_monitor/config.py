@@ -219,7 +219,13 @@ OPTIONS: Final[tuple[Option, ...]] = (
         "500 handler).",
     ),
     Option("emit_logs", True, _parse_bool, "Emit one OTel log record per request."),
-    Option("enrich_spans", True, _parse_bool, "Add the record's attributes to the server span."),
+    Option(
+        "enrich_spans",
+        True,
+        _parse_bool,
+        "Add to the server span what the instrumentation does not record (body sizes, content type, "
+        "`duration_ms`, `cpu_ms`, `error.type`, captured headers) and set ERROR status on 5xx.",
+    ),
     Option(
         "setup_telemetry",
         True,

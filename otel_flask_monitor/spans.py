@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from opentelemetry.trace import Span, Status, StatusCode
 
-from otel_flask_monitor.attributes import exception_attributes, request_attributes
+from otel_flask_monitor.attributes import exception_attributes, span_attributes
 from otel_flask_monitor.record import RequestRecord
 
 
@@ -12,7 +12,7 @@ def enrich_span(span: Span, record: RequestRecord) -> None:
     """Add the record to a recording span; never starts one."""
     if not span.is_recording():
         return
-    span.set_attributes(request_attributes(record))
+    span.set_attributes(span_attributes(record))
     if record.is_server_error:
         description = record.exception.type if record.exception else f"HTTP {record.status_code}"
         span.set_status(Status(StatusCode.ERROR, description))
