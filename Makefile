@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench bench-instructions clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/multiprocess_merge.py
 	$(BIN)/python benchmarks/backend_down.py
 	$(BIN)/python benchmarks/http_throughput.py
+
+# Deterministic overhead figure (needs Debian's valgrind; about 8 minutes).
+bench-instructions: $(STAMP)
+	$(BIN)/python benchmarks/overhead_instructions.py --variants otel,monitor,monitor-no-logs,monitor-hooks-only --short 100 --long 300
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
