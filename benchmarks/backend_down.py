@@ -23,7 +23,6 @@ import socket
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,7 +110,7 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from interleave import VariantProcess
+    from interleave import VariantProcess, run_interleaved
     from otlp_sink import OtlpSink
 
     hung = socket.socket()
@@ -137,39 +136,10 @@ def main() -> None:
                 latencies[variant].extend(result["latencies_us"])
                 rss_by_round[variant].append(result["rss_mb"])
 
-            finals = run_interleaved_timed(VARIANTS, start, arguments.rounds, on_round, exit_seconds)
+            finals = run_interleaved(VARIANTS, start, arguments.rounds, on_round, exit_seconds)
     finally:
         hung.close()
     print_table(latencies, rss_by_round, finals, exit_seconds, arguments)
-
-
-def run_interleaved_timed(
-    variants: tuple[str, ...],
-    start: Callable[[str], VariantProcess],
-    rounds: int,
-    on_round: Callable[[str, dict[str, Any]], None],
-    exit_seconds: dict[str, float],
-) -> dict[str, dict[str, Any] | None]:
-    """interleave.run_interleaved, but each child's exit is timed (the flush at exit is a figure)."""
-    processes: list[VariantProcess] = []
-    finals: dict[str, dict[str, Any] | None] = {}
-    try:
-        for name in variants:
-            print(f"starting {name} ...", file=sys.stderr, flush=True)
-            processes.append(start(name))
-        for round_number in range(rounds):
-            shift = round_number % len(processes)
-            for process in processes[shift:] + processes[:shift]:
-                on_round(process.name, process.run_round())
-            print(f"round {round_number + 1}/{rounds} done", file=sys.stderr, flush=True)
-        for process in processes:
-            started = time.monotonic()
-            finals[process.name] = process.finish(timeout_seconds=60)
-            exit_seconds[process.name] = time.monotonic() - started
-        return finals
-    finally:
-        for process in processes:
-            process.kill()
 
 
 def print_table(

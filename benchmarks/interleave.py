@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -66,8 +67,12 @@ def run_interleaved(
     start: Callable[[str], VariantProcess],
     rounds: int,
     on_round: Callable[[str, dict[str, Any]], None],
+    exit_seconds: dict[str, float] | None = None,
 ) -> dict[str, dict[str, Any] | None]:
-    """Start every variant, run ``rounds`` rounds rotating the order, then collect final reports."""
+    """Start every variant, run ``rounds`` rounds rotating the order, then collect final reports.
+
+    With ``exit_seconds``, each child's exit (its flush at exit) is timed into it.
+    """
     processes: list[VariantProcess] = []
     try:
         for name in variants:
@@ -78,7 +83,13 @@ def run_interleaved(
             for process in processes[shift:] + processes[:shift]:
                 on_round(process.name, process.run_round())
             print(f"round {round_number + 1}/{rounds} done", file=sys.stderr, flush=True)
-        return {process.name: process.finish() for process in processes}
+        finals: dict[str, dict[str, Any] | None] = {}
+        for process in processes:
+            started = time.monotonic()
+            finals[process.name] = process.finish(timeout_seconds=60)
+            if exit_seconds is not None:
+                exit_seconds[process.name] = time.monotonic() - started
+        return finals
     finally:
         for process in processes:
             process.kill()
