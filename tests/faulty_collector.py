@@ -15,24 +15,12 @@ from typing import Any, Final
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
-    ExportLogsServiceResponse,
-)
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
 )
 
-from tests.loki_receiver import LokiEntry, entries_from_request
-
-_ROUTES: Final[dict[str, tuple[type[Any], type[Any]]]] = {
-    "/v1/logs": (ExportLogsServiceRequest, ExportLogsServiceResponse),
-    "/v1/traces": (ExportTraceServiceRequest, ExportTraceServiceResponse),
-    "/v1/metrics": (ExportMetricsServiceRequest, ExportMetricsServiceResponse),
-}
+from tests.loki_receiver import OTLP_ROUTES, LokiEntry, entries_from_request
 
 MODES: Final = ("ok", "500", "429", "400", "slow")
 
@@ -69,7 +57,7 @@ class _FaultyHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         state = self.server.state
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        route = _ROUTES.get(self.path.split("?", 1)[0])
+        route = OTLP_ROUTES.get(self.path.split("?", 1)[0])
         if route is None:
             self._reply(404)
             return

@@ -287,7 +287,7 @@ def entries_from_request(request: ExportLogsServiceRequest) -> list[LokiEntry]:
 _T = TypeVar("_T")
 
 # OTLP/HTTP paths, after the receiver's path prefix.
-_ROUTES: Final[dict[str, tuple[type[Message], type[Message]]]] = {
+OTLP_ROUTES: Final[dict[str, tuple[type[Message], type[Message]]]] = {
     "/v1/logs": (ExportLogsServiceRequest, ExportLogsServiceResponse),
     "/v1/traces": (ExportTraceServiceRequest, ExportTraceServiceResponse),
     "/v1/metrics": (ExportMetricsServiceRequest, ExportMetricsServiceResponse),
@@ -388,7 +388,7 @@ class LokiReceiver:
             raise ValueError("the test receiver listens on the loopback interface only")
         self._server = _Server((host, port), _Handler)
         self._server.store = _Store()
-        self._server.routes = {path_prefix + path: types for path, types in _ROUTES.items()}
+        self._server.routes = {path_prefix + path: types for path, types in OTLP_ROUTES.items()}
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
