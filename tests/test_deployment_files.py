@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import textwrap
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -404,6 +405,7 @@ def test_dashboards_are_provisioned_and_use_existing_datasources(services: dict[
 # --- the stack in detail: pins, app server, Prometheus names, Collector telemetry (issue 10) -----------
 
 DEPLOYMENT_DOC: Final = REPO / "docs" / "deployment.md"
+TROUBLESHOOTING_DOC: Final = REPO / "docs" / "troubleshooting.md"
 PROMETHEUS_SERVICE: Final = "prometheus"
 HOST_CPUS: Final = 2
 """The compose stack is sized for a 2-CPU host (the CI and demo machines)."""
@@ -430,6 +432,29 @@ COLLECTOR_EXPORTER_METRICS: Final = frozenset(
     }
     | {f"otelcol_exporter_queue_batch_send_size{suffix}" for suffix in ("_bucket", "_sum", "_count")}
     | {f"otelcol_exporter_queue_batch_send_size_bytes{suffix}" for suffix in ("_bucket", "_sum", "_count")}
+)
+
+# Resource attributes Loki 3.7 makes index labels unless `ignore_defaults: true`: grafana/loki v3.7.4,
+# pkg/loghttp/push/otlp_config.go, GlobalOTLPConfig.RegisterFlags.
+LOKI_DEFAULT_INDEX_LABELS: Final = (
+    "service.name",
+    "service.namespace",
+    "service.instance.id",
+    "deployment.environment",
+    "deployment.environment.name",
+    "cloud.region",
+    "cloud.availability_zone",
+    "k8s.cluster.name",
+    "k8s.namespace.name",
+    "k8s.pod.name",
+    "k8s.container.name",
+    "container.name",
+    "k8s.replicaset.name",
+    "k8s.deployment.name",
+    "k8s.statefulset.name",
+    "k8s.daemonset.name",
+    "k8s.cronjob.name",
+    "k8s.job.name",
 )
 
 # Prometheus' OTLP name translation (UnderscoreEscapingWithSuffixes), ported from
@@ -753,3 +778,35 @@ def test_panel_titles_name_every_status_class_their_queries_plot() -> None:
             }
             missing = {status_class for status_class in plotted if status_class not in panel["title"]}
             assert not missing, f"{path.name}: {panel['title']!r} plots {sorted(plotted)}"
+
+
+def _loki_action(attribute: str, otlp_config: dict[str, Any]) -> str:
+    """What Loki 3.7 does with a resource attribute (pkg/loghttp/push/otlp_config.go): the default
+    index-label rule goes first unless ignore_defaults, then the first matching rule wins."""
+    resource = otlp_config.get("resource_attributes", {})
+    rules = list(resource.get("attributes_config", []))
+    if not resource.get("ignore_defaults", False):
+        rules.insert(0, {"action": "index_label", "attributes": list(LOKI_DEFAULT_INDEX_LABELS)})
+    for rule in rules:
+        if attribute in rule.get("attributes", []) or (
+            "regex" in rule and re.fullmatch(rule["regex"], attribute) is not None
+        ):
+            return str(rule.get("action", "structured_metadata"))
+    return "structured_metadata"
+
+
+def test_the_troubleshooting_example_moves_the_instance_id_out_of_loki_index_labels() -> None:
+    text = TROUBLESHOOTING_DOC.read_text(encoding="utf-8")
+    section = text.split("## High cardinality", 1)[1].split("\n## ", 1)[0]
+    blocks = [
+        yaml.safe_load(textwrap.dedent(block)) for block in re.findall(r"```yaml\n(.*?)```", section, re.S)
+    ]
+    (otlp_config,) = [block["limits_config"]["otlp_config"] for block in blocks if "limits_config" in block]
+    assert _loki_action("service.instance.id", otlp_config) == "structured_metadata"
+    for attribute in LOKI_DEFAULT_INDEX_LABELS:
+        if attribute != "service.instance.id":
+            assert _loki_action(attribute, otlp_config) == "index_label", f"{attribute} lost its index label"
+    # Without ignore_defaults the same rules would leave the instance id an index label.
+    resource = otlp_config["resource_attributes"]
+    with_defaults = {"resource_attributes": {**resource, "ignore_defaults": False}}
+    assert _loki_action("service.instance.id", with_defaults) == "index_label"
