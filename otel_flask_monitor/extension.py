@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import weakref
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -11,6 +12,7 @@ from flask import Flask
 from opentelemetry import trace
 
 from otel_flask_monitor.aggregates import AggregateStore
+from otel_flask_monitor.app_lifetime import bind_wsgi_app_weakly
 from otel_flask_monitor.config import MonitorSettings, resolve_settings
 from otel_flask_monitor.dispatch import Consumer, FailureReporter, RecordDispatcher
 from otel_flask_monitor.errors import register_json_500
@@ -90,6 +92,7 @@ class FlaskMonitor:
             attribute_length_limit=max(settings.max_stacktrace_length, settings.max_attribute_length),
         )
         if settings.instrument_flask:
+            bind_wsgi_app_weakly(app)  # what the instrumentation keeps must not hold the app
             _instrument(app, settings)
         start_system_metrics(telemetry.meter)  # once per process, however many apps
         failures = FailureReporter()
@@ -112,6 +115,8 @@ class FlaskMonitor:
         if settings.multiprocess_dir is not None:
             exchange = MultiprocessAggregates(aggregates, settings.multiprocess_dir, failures=failures)
             exchange.start()
+            # Its writer thread and files go with the app (or at exit), not with the process.
+            weakref.finalize(app, exchange.close)
         app.extensions[EXTENSION_KEY] = MonitorState(
             settings, telemetry, failures, lifecycle, aggregates, exchange
         )
