@@ -215,8 +215,9 @@ OPTIONS: Final[tuple[Option, ...]] = (
         "json_errors",
         True,
         _parse_bool,
-        "Answer unhandled exceptions with a JSON 500 carrying the trace id (unless the app has its own "
-        "500 handler).",
+        "Answer unhandled exceptions with a JSON 500 carrying the trace id, unless an error handler of "
+        "the app or the request's blueprint (500, `InternalServerError`, `HTTPException`, `Exception`, "
+        "registered before or after the monitor) would answer it: then that handler does.",
     ),
     Option("emit_logs", True, _parse_bool, "Emit one OTel log record per request."),
     Option(

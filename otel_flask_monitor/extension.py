@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import logging
 import re
+import weakref
 from dataclasses import dataclass
 from typing import Any, Final
 
-from flask import Flask, jsonify
+from flask import Flask
 from opentelemetry import trace
-from werkzeug.exceptions import HTTPException, InternalServerError
 
 from otel_flask_monitor.aggregates import AggregateStore
+from otel_flask_monitor.app_lifetime import bind_wsgi_app_weakly
 from otel_flask_monitor.config import MonitorSettings, resolve_settings
 from otel_flask_monitor.dispatch import Consumer, FailureReporter, RecordDispatcher
-from otel_flask_monitor.hooks import RequestLifecycle, current_trace_id
+from otel_flask_monitor.errors import register_json_500
+from otel_flask_monitor.hooks import RequestLifecycle
 from otel_flask_monitor.logs import emit_request_log
 from otel_flask_monitor.multiprocess import MultiprocessAggregates
 from otel_flask_monitor.record import RequestRecord
@@ -90,6 +92,7 @@ class FlaskMonitor:
             attribute_length_limit=max(settings.max_stacktrace_length, settings.max_attribute_length),
         )
         if settings.instrument_flask:
+            bind_wsgi_app_weakly(app)  # what the instrumentation keeps must not hold the app
             _instrument(app, settings)
         start_system_metrics(telemetry.meter)  # once per process, however many apps
         failures = FailureReporter()
@@ -103,7 +106,7 @@ class FlaskMonitor:
         )
         lifecycle.register(app)
         if settings.json_errors:
-            _register_json_500(app)
+            register_json_500(app)
         if settings.dashboard_enabled:
             from otel_flask_monitor.dashboard import build_blueprint
 
@@ -112,6 +115,8 @@ class FlaskMonitor:
         if settings.multiprocess_dir is not None:
             exchange = MultiprocessAggregates(aggregates, settings.multiprocess_dir, failures=failures)
             exchange.start()
+            # Its writer thread and files go with the app (or at exit), not with the process.
+            weakref.finalize(app, exchange.close)
         app.extensions[EXTENSION_KEY] = MonitorState(
             settings, telemetry, failures, lifecycle, aggregates, exchange
         )
@@ -145,20 +150,3 @@ def _instrument(app: Flask, settings: MonitorSettings) -> None:
     own_routes = "://[^/]+" + re.escape(settings.url_prefix) + "(?:[/?]|$)"
     excluded = ",".join(filter(None, [os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS", ""), own_routes]))
     FlaskInstrumentor().instrument_app(app, excluded_urls=excluded)  # type: ignore[no-untyped-call]
-
-
-def _register_json_500(app: Flask) -> None:
-    if app.error_handler_spec.get(None, {}).get(500):
-        return  # the app's own 500 handler wins
-
-    def json_internal_server_error(error: InternalServerError) -> Any:
-        original = error.original_exception
-        if original is None or isinstance(original, HTTPException):
-            return error  # abort(500) and friends keep their own body
-        body: dict[str, str] = {"error": "Internal Server Error"}
-        trace_id = current_trace_id()
-        if trace_id:
-            body["trace_id"] = trace_id
-        return jsonify(body), 500
-
-    app.register_error_handler(500, json_internal_server_error)
