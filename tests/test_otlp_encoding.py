@@ -42,6 +42,7 @@ from otel_flask_monitor.otlp_encoding import (
 )
 from tests.apps import build_app
 from tests.conftest import Exported
+from tests.test_benchmarks_smoke import run_benchmark
 
 TRACE_ID = 0x5CA175A3CE34CEC882A8ED488C8BBB11
 SPAN_ID = 0xD4EA81DFA54C6C1A
@@ -516,3 +517,11 @@ def test_generated_span_batches_encode_as_the_sdk_does(batch: list[ReadableSpan]
 @given(st.lists(log_records(), min_size=1, max_size=5))
 def test_generated_log_batches_encode_as_the_sdk_does(batch: list[ReadableLogRecord]) -> None:
     assert_same_logs(encode_logs_fast(batch), batch)
+
+
+@pytest.mark.slow
+def test_benchmark_runs_on_real_monitored_batches() -> None:
+    output = run_benchmark("otlp_encoding.py", "--rounds", "1", "--batch", "32")
+    for variant in ("spans sdk", "spans fast", "logs sdk", "logs fast"):
+        assert f"\n{variant} " in output, output
+    assert "the fast encoder is" in output
