@@ -4,6 +4,9 @@ The OTLP exporters log a warning on every retry and an error on every failed bat
 Collector down that is a flood. When the monitor owns the exporters it wraps them here: the SDK's
 export loggers are captured (the first message of a failure becomes ``last_error``), one warning is written
 when an outage starts and one line when export recovers, and the counts feed ``/monitoring/health``.
+
+Each signal also says how its connection stands (:data:`SIGNAL_CONNECTIONS`): a Collector that was never
+reached (nothing runs there yet: a demo, a first deployment) is told apart from one that went away.
 """
 
 from __future__ import annotations
@@ -36,6 +39,26 @@ SDK_EXPORT_LOGGERS: Final = (
 )
 
 
+# Per signal: nothing exported or failed yet; the last export succeeded; exports fail and none ever succeeded
+# since the process started; exports fail after at least one succeeded.
+PENDING: Final = "pending"
+CONNECTED: Final = "connected"
+NEVER_REACHED: Final = "never_reached"
+LOST: Final = "lost"
+SIGNAL_CONNECTIONS: Final = (PENDING, CONNECTED, NEVER_REACHED, LOST)
+# Over all signals: the two failing states are "never_reached" (no signal ever got through) and "failing"
+# (some signal did, so the endpoint worked once or works for another signal); "not_tracked" when the
+# exporters are not the monitor's.
+FAILING: Final = "failing"
+NOT_TRACKED: Final = "not_tracked"
+
+
+def _connection_of(healthy: bool, last_success: float | None) -> str:
+    if not healthy:
+        return NEVER_REACHED if last_success is None else LOST
+    return PENDING if last_success is None else CONNECTED
+
+
 @dataclass(frozen=True, slots=True)
 class SignalSnapshot:
     signal: str
@@ -46,18 +69,33 @@ class SignalSnapshot:
     dropped: int
     last_success_unix: float | None
     last_failure_unix: float | None
+    connection: str = PENDING
+    """One of :data:`SIGNAL_CONNECTIONS`."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "signal": self.signal,
             "endpoint": self.endpoint,
             "healthy": self.healthy,
+            "connection": self.connection,
             "exported": self.exported,
             "failed": self.failed,
             "dropped": self.dropped,
             "last_success_unix": self.last_success_unix,
             "last_failure_unix": self.last_failure_unix,
         }
+
+
+def overall_connection(signals: list[SignalSnapshot]) -> str:
+    """One word for all signals (see the module constants)."""
+    if not signals:
+        return NOT_TRACKED
+    if any(not s.healthy for s in signals):
+        ever_reached = any(s.last_success_unix is not None for s in signals)
+        return FAILING if ever_reached else NEVER_REACHED
+    if any(s.connection == CONNECTED for s in signals):
+        return CONNECTED
+    return PENDING
 
 
 class _SignalStatus:
@@ -117,16 +155,20 @@ class ExportHealth:
     def configured(self) -> bool:
         return bool(self._signals)
 
-    def note_error(self, message: str, signal: str | None = None) -> None:
+    def note_error(self, message: str, signal: str | None = None, *, announce: bool = True) -> None:
         """An export error reported by the SDK; with its signal known, the outage begins now
-        rather than when the exporter gives up retrying (its whole timeout later)."""
+        rather than when the exporter gives up retrying (its whole timeout later).
+
+        ``announce=False``: the caller has told the user already (the demo's start-up check), so the
+        outage opens without the warning line.
+        """
         with self._lock:
             if self._last_error is None:
                 # The first error of a failure episode names the cause; later ones repeat it.
                 self._last_error = message[:_MAX_ERROR_LENGTH]
             status = self._signals.get(signal) if signal else None
             started = status is not None and self._mark_failing_locked(status)
-        if started and status is not None:
+        if started and status is not None and announce:
             self._warn_outage(status.endpoint)
 
     def record_success(self, signal: str, count: int) -> None:
@@ -224,6 +266,7 @@ class ExportHealth:
                     dropped=s.dropped,
                     last_success_unix=s.last_success,
                     last_failure_unix=s.last_failure,
+                    connection=_connection_of(s.healthy, s.last_success),
                 )
                 for s in self._signals.values()
             ]
@@ -235,6 +278,7 @@ class ExportHealth:
         return {
             "managed_by_monitor": bool(signals),
             "healthy": all(s.healthy for s in signals),
+            "connection": overall_connection(signals),
             "last_error": last_error if any(not s.healthy for s in signals) else None,
             "signals": [s.as_dict() for s in signals],
         }

@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from otel_flask_monitor.aggregates import AggregateStore
 from otel_flask_monitor.config import MonitorSettings, resolve_settings
+from otel_flask_monitor.diagnostics import Diagnostics
 from otel_flask_monitor.dispatch import Consumer, FailureReporter, RecordDispatcher
 from otel_flask_monitor.hooks import RequestLifecycle, current_trace_id
 from otel_flask_monitor.logs import emit_request_log
@@ -37,6 +38,7 @@ class MonitorState:
     failures: FailureReporter
     lifecycle: RequestLifecycle
     aggregates: AggregateStore
+    diagnostics: Diagnostics
     exchange: MultiprocessAggregates | None = None
     """Set with ``multiprocess_dir``: the aggregates of all the server's workers."""
 
@@ -112,8 +114,9 @@ class FlaskMonitor:
         if settings.multiprocess_dir is not None:
             exchange = MultiprocessAggregates(aggregates, settings.multiprocess_dir, failures=failures)
             exchange.start()
+        diagnostics = Diagnostics(settings, telemetry.health, lambda: aggregates.has_recorded)
         app.extensions[EXTENSION_KEY] = MonitorState(
-            settings, telemetry, failures, lifecycle, aggregates, exchange
+            settings, telemetry, failures, lifecycle, aggregates, diagnostics, exchange
         )
 
 
