@@ -107,6 +107,7 @@ class _SignalStatus:
         "healthy",
         "last_failure",
         "last_success",
+        "only_checked",
         "signal",
     )
 
@@ -119,6 +120,12 @@ class _SignalStatus:
         self.dropped = 0
         self.last_success: float | None = None
         self.last_failure: float | None = None
+        # Failing by a start-up check (note_unreachable), not by an export: shown, never acted on.
+        self.only_checked = False
+
+    @property
+    def failing_exports(self) -> bool:
+        return not self.healthy and not self.only_checked
 
 
 class ExportHealth:
@@ -155,21 +162,35 @@ class ExportHealth:
     def configured(self) -> bool:
         return bool(self._signals)
 
-    def note_error(self, message: str, signal: str | None = None, *, announce: bool = True) -> None:
+    def note_error(self, message: str, signal: str | None = None) -> None:
         """An export error reported by the SDK; with its signal known, the outage begins now
-        rather than when the exporter gives up retrying (its whole timeout later).
-
-        ``announce=False``: the caller has told the user already (the demo's start-up check), so the
-        outage opens without the warning line.
-        """
+        rather than when the exporter gives up retrying (its whole timeout later)."""
         with self._lock:
             if self._last_error is None:
                 # The first error of a failure episode names the cause; later ones repeat it.
                 self._last_error = message[:_MAX_ERROR_LENGTH]
             status = self._signals.get(signal) if signal else None
             started = status is not None and self._mark_failing_locked(status)
-        if started and status is not None and announce:
+        if started and status is not None:
             self._warn_outage(status.endpoint)
+
+    def note_unreachable(self, signal: str, message: str) -> None:
+        """A start-up check found nothing listening where ``signal`` goes (the demo's check).
+
+        The signal shows as never reached from the first second, and the outage opens silently (the
+        caller has told the user; the SDK's first failure adds no warning). A check is not an export:
+        at exit what is queued is still tried, and the first export's outcome replaces the check's.
+        """
+        with self._lock:
+            status = self._signals.get(signal)
+            if status is None or status.last_success is not None or status.last_failure is not None:
+                return
+            if self._last_error is None:
+                self._last_error = message[:_MAX_ERROR_LENGTH]
+            status.healthy = False
+            status.only_checked = True
+            if self._outage_started is None:
+                self._outage_started = self._clock()
 
     def record_success(self, signal: str, count: int) -> None:
         with self._lock:
@@ -177,6 +198,7 @@ class ExportHealth:
             status.exported += count
             status.last_success = self._clock()
             status.healthy = True
+            status.only_checked = False
             self._last_error = None
             recovered = False
             if self._outage_started is not None and all(s.healthy for s in self._signals.values()):
@@ -207,6 +229,7 @@ class ExportHealth:
     def _mark_failing_locked(self, status: _SignalStatus) -> bool:
         """Mark the signal failing; True when this starts an outage (none was open)."""
         status.healthy = False
+        status.only_checked = False
         self._successes_in_a_row = 0
         if self._outage_started is not None:
             return False
@@ -244,14 +267,14 @@ class ExportHealth:
     def failing(self) -> bool:
         """The last export of some signal failed (a recovering outage is not failing)."""
         with self._lock:
-            return any(not s.healthy for s in self._signals.values())
+            return any(s.failing_exports for s in self._signals.values())
 
     def should_skip_export(self) -> bool:
         """At exit, while a signal is failing or past the flush deadline, exports are dropped at once."""
         with self._lock:
             if self._exit_deadline is None:
                 return False
-            failing = any(not s.healthy for s in self._signals.values())
+            failing = any(s.failing_exports for s in self._signals.values())
             return failing or self._clock() > self._exit_deadline
 
     def snapshot(self) -> list[SignalSnapshot]:

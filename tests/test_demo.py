@@ -294,6 +294,7 @@ def test_probe_tries_nothing_when_the_sdk_is_disabled(otel_env: pytest.MonkeyPat
         ("collector:4317", "grpc", ("collector", 4317)),
         ("http://[::1]:4317", "grpc", ("::1", 4317)),
         ("http://host:notaport", "grpc", None),
+        ("http://[::1", "grpc", None),  # an unclosed IPv6 bracket: no address, no crash at start
     ],
 )
 def test_endpoint_address(url: str, protocol: str, address: tuple[str, int] | None) -> None:

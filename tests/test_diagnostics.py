@@ -369,6 +369,25 @@ def test_export_health_tells_never_reached_from_lost() -> None:
     assert state() == ("pending", {"logs": "pending", "traces": "pending"})
 
 
+def test_a_start_up_check_shows_never_reached_but_exit_still_tries_what_is_queued(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    health = ExportHealth()
+    health.register("logs", "http://collector:4318/v1/logs")
+    health.register("traces", "http://collector:4318/v1/traces")
+    with caplog.at_level("WARNING", logger="otel_flask_monitor.export"):
+        health.note_unreachable("logs", "nothing accepts connections at collector:4318 (checked at start)")
+        health.note_unreachable("traces", "nothing accepts connections at collector:4318 (checked at start)")
+        health.begin_exit(timeout_seconds=1000)
+
+        assert health.as_dict()["connection"] == "never_reached"
+        assert not health.failing  # a check is not an export: at exit the queue is still tried
+        assert not health.should_skip_export()
+        health.note_error("Connection refused", "logs")  # the first real export fails: now it is known
+        assert health.should_skip_export()
+    assert caplog.records == []  # the caller said it; the SDK's failure adds no second message
+
+
 def test_unmanaged_exporters_are_not_tracked() -> None:
     document = build_app("unmanaged").test_client().get("/monitoring/health").get_json()
 
@@ -378,7 +397,7 @@ def test_unmanaged_exporters_are_not_tracked() -> None:
 def test_collector_not_reached_names_the_endpoint_without_its_credentials() -> None:
     health = ExportHealth()
     health.register("logs", "http://shop:s3cret-token@collector.internal:4318/v1/logs")
-    health.note_error("Connection refused", "logs", announce=False)
+    health.note_unreachable("logs", "nothing accepts connections at collector.internal:4318")
 
     (item,) = process_findings(get_state(build_app("credentials")).settings, health)
 

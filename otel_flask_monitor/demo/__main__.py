@@ -27,7 +27,7 @@ from otel_flask_monitor import get_state
 from otel_flask_monitor.demo import traffic
 from otel_flask_monitor.demo.app import create_app
 from otel_flask_monitor.demo.traffic import REQUESTS_PER_SECOND
-from otel_flask_monitor.diagnostics import SIGNALS, Finding, endpoint_origin
+from otel_flask_monitor.diagnostics import SIGNALS, Finding
 from otel_flask_monitor.telemetry import exporter_names, otlp_endpoint, otlp_protocol, sdk_disabled
 
 DEFAULT_HOST: Final = "127.0.0.1"
@@ -50,16 +50,24 @@ _DEFAULT_PORT_BY_SCHEME: Final = {"http": 80, "https": 443}
 
 def endpoint_address(url: str, protocol: str) -> tuple[str, int] | None:
     """host and port an OTLP endpoint URL points at (gRPC endpoints may come without a scheme)."""
-    parts = urlsplit(url if "://" in url else "//" + url)
-    if not parts.hostname:
-        return None
     try:
+        parts = urlsplit(url if "://" in url else "//" + url)
         port = parts.port
-    except ValueError:
+    except ValueError:  # an unclosed IPv6 bracket, a port that is no number
+        return None
+    if not parts.hostname:
         return None
     if port is None:
         port = 4317 if protocol == "grpc" else _DEFAULT_PORT_BY_SCHEME.get(parts.scheme, 80)
     return parts.hostname, port
+
+
+def without_user_info(url: str) -> str:
+    """The URL without ``user:password@``: credentials in an endpoint never reach the terminal."""
+    scheme, separator, rest = url.partition("://")
+    authority, slash, path = (rest if separator else url).partition("/")
+    prefix = f"{scheme}://" if separator else ""
+    return f"{prefix}{authority.rpartition('@')[2]}{slash}{path}"
 
 
 def is_reachable(address: tuple[str, int], timeout_seconds: float = REACHABILITY_TIMEOUT_SECONDS) -> bool:
@@ -101,15 +109,15 @@ def probe_telemetry(reachable: Callable[[tuple[str, int]], bool] = is_reachable)
         except ValueError as error:
             probes.append(SignalProbe(signal_name, f"{signal_name:<8} misconfigured: {error}"))
             continue
+        # Shown without user info: credentials in the endpoint never reach the terminal.
+        shown = without_user_info(url)
+        line = f"{signal_name:<8} -> {shown} (OTLP {protocol}): "
         address = endpoint_address(url, protocol)
         if address is None:
-            line = f"{signal_name:<8} -> {url} (OTLP {protocol}): not a usable endpoint URL"
-            probes.append(SignalProbe(signal_name, line))
+            probes.append(SignalProbe(signal_name, line + "not a usable endpoint URL"))
             continue
         if address not in answers:
             answers[address] = reachable(address)
-        shown = endpoint_origin(url) + urlsplit(url if "://" in url else "//" + url).path
-        line = f"{signal_name:<8} -> {shown} (OTLP {protocol}): "
         if answers[address]:
             probes.append(SignalProbe(signal_name, line + "reachable"))
         else:
@@ -238,7 +246,7 @@ def note_unreachable(app: Flask, probes: Sequence[SignalProbe]) -> None:
         return  # the exporters are not the monitor's: it reports nothing about them
     for probe in probes:
         if probe.unreachable is not None:
-            health.note_error(f"{probe.unreachable} (checked at start)", probe.signal, announce=False)
+            health.note_unreachable(probe.signal, f"{probe.unreachable} (checked at start)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
