@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The demo drives itself with a light request mix (127.0.0.1, 10 minutes) so the dashboard is alive
+# on first open; `make demo DEMO_ARGS=` serves it quiet.
+DEMO_ARGS ?= --traffic
 
 .PHONY: demo test lint typecheck pytest bench bench-instructions clean
 
@@ -13,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m otel_flask_monitor.demo
+	$(BIN)/python -m otel_flask_monitor.demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -14,6 +14,7 @@ from opentelemetry import trace
 from otel_flask_monitor.aggregates import AggregateStore
 from otel_flask_monitor.app_lifetime import bind_wsgi_app_weakly
 from otel_flask_monitor.config import MonitorSettings, resolve_settings
+from otel_flask_monitor.diagnostics import Diagnostics
 from otel_flask_monitor.dispatch import Consumer, FailureReporter, RecordDispatcher
 from otel_flask_monitor.errors import register_json_500
 from otel_flask_monitor.hooks import RequestLifecycle
@@ -39,6 +40,7 @@ class MonitorState:
     failures: FailureReporter
     lifecycle: RequestLifecycle
     aggregates: AggregateStore
+    diagnostics: Diagnostics
     exchange: MultiprocessAggregates | None = None
     """Set with ``multiprocess_dir``: the aggregates of all the server's workers."""
 
@@ -117,8 +119,9 @@ class FlaskMonitor:
             exchange.start()
             # Its writer thread and files go with the app (or at exit), not with the process.
             weakref.finalize(app, exchange.close)
+        diagnostics = Diagnostics(settings, telemetry.health, lambda: aggregates.has_recorded)
         app.extensions[EXTENSION_KEY] = MonitorState(
-            settings, telemetry, failures, lifecycle, aggregates, exchange
+            settings, telemetry, failures, lifecycle, aggregates, diagnostics, exchange
         )
 
 

@@ -22,6 +22,7 @@ from opentelemetry.util.http import ExcludeList, get_excluded_urls
 
 from otel_flask_monitor.aggregates import KNOWN_METHODS
 from otel_flask_monitor.config import MonitorSettings
+from otel_flask_monitor.diagnostics import EXCLUDED_PATHS, EXCLUDED_URLS, excluded_by, report
 from otel_flask_monitor.dispatch import FailureReporter, RecordDispatcher
 from otel_flask_monitor.record import ExceptionInfo, RequestRecord
 from otel_flask_monitor.redaction import Redactor, truncate, truncate_middle
@@ -125,11 +126,11 @@ class RequestLifecycle:
         if prefix is not None and (path == prefix or path.startswith(prefix + "/")):
             return True
         if self._excluded_paths is not None and self._excluded_paths.search(path):
-            return True
+            return excluded_by(EXCLUDED_PATHS)
         if self._excluded_urls is None:
             return False  # the full URL is built only when OTEL_PYTHON_FLASK_EXCLUDED_URLS asks for it
         try:
-            return self._excluded_urls.url_disabled(current.url)
+            return self._excluded_urls.url_disabled(current.url) and excluded_by(EXCLUDED_URLS)
         except Exception:
             return False  # an untrusted Host (TRUSTED_HOSTS) makes the URL unreadable
 
@@ -189,6 +190,7 @@ class RequestLifecycle:
         self._sanitize_span(span, current, in_flight.query)
         if not self._warned_hook_order:
             self._warned_hook_order = True
+            report("instrumented_after_monitor")
             _logger.warning(
                 "otel_flask_monitor: the Flask instrumentation was applied to this app after "
                 "FlaskMonitor(app), so its span ends before the monitor's teardown and per-request "

@@ -19,6 +19,7 @@ import requests
 from opentelemetry import metrics, trace
 from opentelemetry._logs import (
     Logger,
+    NoOpLoggerProvider,
     get_logger,
     get_logger_provider,
     set_logger_provider,
@@ -258,6 +259,25 @@ def logger_provider_configured() -> bool:
 
 def meter_provider_configured() -> bool:
     return not isinstance(metrics.get_meter_provider(), _ProxyMeterProvider)
+
+
+def log_pipeline_gap() -> str | None:
+    """Why log records emitted now would reach no exporter, or None when a processor takes them (or
+    the provider is of a kind the monitor cannot look into)."""
+    provider = get_logger_provider()
+    if isinstance(provider, ProxyLoggerProvider):
+        return "no logger provider is configured, so log records are dropped"
+    if isinstance(provider, NoOpLoggerProvider):
+        return "the global logger provider is a no-op"
+    if not isinstance(provider, SdkLoggerProvider):
+        return None
+    # Private (SDK 1.45.1, opentelemetry/sdk/_logs/_internal/__init__.py): the provider keeps its
+    # processors in a multi-processor's tuple; there is no public way to list them.
+    multi_processor = getattr(provider, "_multi_log_record_processor", None)
+    processors = getattr(multi_processor, "_log_record_processors", None)
+    if isinstance(processors, tuple) and not processors:
+        return "the logger provider has no log record processor"
+    return None
 
 
 def build_resource(service_name: str | None, fallback_service_name: str) -> Resource:

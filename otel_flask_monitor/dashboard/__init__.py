@@ -18,6 +18,7 @@ from flask import Blueprint, Response, current_app, jsonify, redirect, render_te
 from otel_flask_monitor import __version__
 from otel_flask_monitor.dashboard.access import Denial, check_access, has_valid_session
 from otel_flask_monitor.dashboard.login import LOGIN_ENDPOINTS, LOGIN_STYLESHEET, register_login_routes
+from otel_flask_monitor.export_status import NEVER_REACHED
 
 if TYPE_CHECKING:
     from otel_flask_monitor.extension import MonitorState
@@ -37,6 +38,8 @@ _LOGIN_ENDPOINTS: Final = frozenset(f"{BLUEPRINT_NAME}.{name}" for name in LOGIN
 
 _HERE = Path(__file__).parent
 
+NOT_CONNECTED_REASON: Final = "telemetry export not connected (no Collector reached since start)"
+
 
 def _state() -> MonitorState:
     from otel_flask_monitor.extension import get_state
@@ -50,7 +53,11 @@ def health_document(state: MonitorState, sample_system: Callable[[], Any]) -> di
     telemetry = state.telemetry.health.as_dict()
     failures = state.failures.counts()
     reasons: list[str] = []
-    if not telemetry["healthy"]:
+    if telemetry["connection"] == NEVER_REACHED:
+        # Still "degraded": telemetry is being dropped, and a poller cannot tell a demo from a
+        # deployment pointed at the wrong address. The dashboard draws this state calmly.
+        reasons.append(NOT_CONNECTED_REASON)
+    elif not telemetry["healthy"]:
         reasons.append("telemetry export failing")
     if failures:
         reasons.append("internal monitor failures (see internal_failures)")
@@ -63,6 +70,7 @@ def health_document(state: MonitorState, sample_system: Callable[[], Any]) -> di
         "system_metrics": sample.health_dict(),
         "telemetry": telemetry,
         "internal_failures": failures,
+        "diagnostics": state.diagnostics.as_list(),
     }
 
 
