@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/multiprocess_merge.py
 	$(BIN)/python benchmarks/backend_down.py
 	$(BIN)/python benchmarks/http_throughput.py
+	$(BIN)/python benchmarks/query_redaction.py
 
 # Deterministic overhead figure (needs Debian's valgrind; about 8 minutes).
 bench-instructions: $(STAMP)

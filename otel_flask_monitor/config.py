@@ -34,20 +34,39 @@ DEFAULT_REDACTED_HEADERS: Final = (
     "x-amz-security-token",
 )
 
-# Matched with re.search, case-insensitively, against each query parameter name. Over-redaction
-# (``monkey`` matches ``key$``) is the safe failure.
+# Matched with re.search, case-insensitively, against each decoded query parameter name; over-redaction
+# (`key$` matches `monkey`, `auth` matches `author`) is the safe failure. Where each comes from is in
+# docs/configuration.md ("What is redacted by default").
 DEFAULT_REDACTED_QUERY_PARAMS: Final = (
+    # Apitally's default query masks (apitally-py, apitally/client/request_logging.py).
+    "auth",
+    "api[-_]?key",
+    "secret",
     "token",
     "passw",
     "pwd",
-    "secret",
-    "api[-_]?key",
+    # Sentry's default denylist (sentry-python, sentry_sdk/scrubber.py, from Relay's defaults).
+    "credential",
     "key$",
+    "session",
+    "sessid",
+    "^sid$",
+    "csrf",
+    "xsrf",
+    # OWASP Logging Cheat Sheet, "Data to exclude": access tokens, session identifiers, passwords.
+    "^access$",
+    "bearer",
+    "jwt",
+    "otp",
+    "^pass$",
+    "passphrase",
+    # Pre-signed URLs: AWS X-Amz-Signature, Azure SAS `sig`.
     "signature",
     "^sig$",
-    "auth",
-    "credential",
-    "session",
+    # OAuth 2.0 redirects (RFC 6749 4.1.2, 10.5, 10.12): the authorization code and state, and PKCE.
+    "^code$",
+    "^state$",
+    "verifier",
 )
 
 
@@ -102,6 +121,10 @@ def _parse_regex_tuple(name: str, value: object) -> tuple[str, ...]:
         except re.error as error:
             raise ConfigError(f"{name}: {pattern!r} is not a valid regular expression: {error}") from None
     return patterns
+
+
+def _parse_host_names(name: str, value: object) -> tuple[str, ...]:
+    return tuple(part.lower().rstrip(".") for part in _parse_str_tuple(name, value))
 
 
 def _parse_optional_str(name: str, value: object) -> str | None:
@@ -166,6 +189,21 @@ OPTIONS: Final[tuple[Option, ...]] = (
         _parse_access_check,
         "Callable `(request) -> bool` deciding access to the monitoring routes (keyword or app.config).",
         from_env=False,
+    ),
+    Option(
+        "loopback_hosts",
+        (),
+        _parse_host_names,
+        "Host names, besides `localhost` (and its subdomains), `127.0.0.1` and `[::1]`, under which "
+        "loopback clients may open the monitoring routes without a token (any port). Requests naming "
+        "another host are refused so that a web page cannot reach the routes through DNS rebinding.",
+    ),
+    Option(
+        "session_secret",
+        None,
+        _parse_optional_str,
+        "Secret the browser-login cookie's key is derived from, with `access_token`. Unset: the app's "
+        "`SECRET_KEY`. Changing either signs every browser out; workers and replicas need the same.",
     ),
     Option(
         "login_session_seconds",
@@ -272,6 +310,8 @@ class MonitorSettings:
     dashboard_enabled: bool = True
     access_token: str | None = field(default=None, repr=False)
     access_check: AccessCheck | None = None
+    loopback_hosts: tuple[str, ...] = ()
+    session_secret: str | None = field(default=None, repr=False)
     login_session_seconds: int = 43200
     redacted_headers: tuple[str, ...] = DEFAULT_REDACTED_HEADERS
     redacted_query_params: tuple[str, ...] = DEFAULT_REDACTED_QUERY_PARAMS

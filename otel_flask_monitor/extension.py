@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import weakref
 from dataclasses import dataclass
 from typing import Any, Final
@@ -18,10 +17,11 @@ from otel_flask_monitor.diagnostics import Diagnostics
 from otel_flask_monitor.dispatch import Consumer, FailureReporter, RecordDispatcher
 from otel_flask_monitor.errors import register_json_500
 from otel_flask_monitor.hooks import RequestLifecycle
+from otel_flask_monitor.instrumentation_guard import guard_instrumentation
 from otel_flask_monitor.logs import emit_request_log
 from otel_flask_monitor.multiprocess import MultiprocessAggregates
 from otel_flask_monitor.record import RequestRecord
-from otel_flask_monitor.redaction import Redactor
+from otel_flask_monitor.redaction import Redactor, instrumentation_captures_headers
 from otel_flask_monitor.spans import enrich_span
 from otel_flask_monitor.system_metrics import start_system_metrics
 from otel_flask_monitor.telemetry import Telemetry, setup_telemetry
@@ -93,16 +93,21 @@ class FlaskMonitor:
             flush_timeout_seconds=settings.flush_timeout_seconds,
             attribute_length_limit=max(settings.max_stacktrace_length, settings.max_attribute_length),
         )
+        instrumented_by_monitor = False
         if settings.instrument_flask:
             bind_wsgi_app_weakly(app)  # what the instrumentation keeps must not hold the app
-            _instrument(app, settings)
+            instrumented_by_monitor = _instrument(app)
         start_system_metrics(telemetry.meter)  # once per process, however many apps
         failures = FailureReporter()
         aggregates = AggregateStore.from_settings(settings)
         dispatcher = RecordDispatcher(_consumers(settings, telemetry, aggregates), failures)
         lifecycle = RequestLifecycle(
             settings,
-            Redactor(settings.redacted_headers, settings.redacted_query_params),
+            Redactor(
+                settings.redacted_headers,
+                settings.redacted_query_params,
+                instrumentation_captures_headers=instrumentation_captures_headers(),
+            ),
             dispatcher,
             failures,
         )
@@ -113,6 +118,11 @@ class FlaskMonitor:
             from otel_flask_monitor.dashboard import build_blueprint
 
             app.register_blueprint(build_blueprint(), url_prefix=settings.url_prefix)
+        guard_instrumentation(
+            app,
+            settings.url_prefix if settings.dashboard_enabled else None,
+            instrumented_by_monitor=instrumented_by_monitor,
+        )
         exchange = None
         if settings.multiprocess_dir is not None:
             exchange = MultiprocessAggregates(aggregates, settings.multiprocess_dir, failures=failures)
@@ -142,14 +152,23 @@ def _consumers(
     return consumers
 
 
-def _instrument(app: Flask, settings: MonitorSettings) -> None:
+def _instrument(app: Flask) -> bool:
+    """Apply the Flask instrumentation unless someone did; True when the monitor applied it.
+
+    ``excluded_urls`` is the user's ``OTEL_PYTHON_FLASK_EXCLUDED_URLS`` (else
+    ``OTEL_PYTHON_EXCLUDED_URLS``) as the stock instrumentation reads it, only read now rather than
+    when the instrumentation was imported. The monitor's own routes are not in it: the instrumentation
+    matches ``excluded_urls`` against the full URL, so they are kept out of it on their path alone
+    (:mod:`~otel_flask_monitor.instrumentation_guard`).
+    """
     if getattr(app, "_is_instrumented_by_opentelemetry", False):
-        return
+        return False
     import os
 
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
-    # The instrumentation matches these against the full URL (scheme and host included).
-    own_routes = "://[^/]+" + re.escape(settings.url_prefix) + "(?:[/?]|$)"
-    excluded = ",".join(filter(None, [os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS", ""), own_routes]))
+    excluded = os.environ.get(
+        "OTEL_PYTHON_FLASK_EXCLUDED_URLS", os.environ.get("OTEL_PYTHON_EXCLUDED_URLS", "")
+    )
     FlaskInstrumentor().instrument_app(app, excluded_urls=excluded)  # type: ignore[no-untyped-call]
+    return True

@@ -24,8 +24,9 @@ from otel_flask_monitor.aggregates import KNOWN_METHODS
 from otel_flask_monitor.config import MonitorSettings
 from otel_flask_monitor.diagnostics import EXCLUDED_PATHS, EXCLUDED_URLS, excluded_by, report
 from otel_flask_monitor.dispatch import FailureReporter, RecordDispatcher
+from otel_flask_monitor.instrumentation_guard import is_own_path, wsgi_prefix
 from otel_flask_monitor.record import ExceptionInfo, RequestRecord
-from otel_flask_monitor.redaction import Redactor, truncate, truncate_middle
+from otel_flask_monitor.redaction import Redactor, redact_span_headers, truncate, truncate_middle
 
 _logger = logging.getLogger("otel_flask_monitor")
 
@@ -96,7 +97,7 @@ class RequestLifecycle:
             else None
         )
         # The prefix is the monitor's only while its routes are mounted there.
-        self._own_prefix = settings.url_prefix if settings.dashboard_enabled else None
+        self._own_prefix = wsgi_prefix(settings.url_prefix) if settings.dashboard_enabled else None
         # Headers the instrumentation copies onto the span at the user's request can be long too.
         self._span_may_carry_headers = bool(
             os.environ.get("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST")
@@ -121,11 +122,10 @@ class RequestLifecycle:
         got_request_exception.connect(self.on_exception, app)
 
     def is_excluded(self, current: Request) -> bool:
-        path = current.path
         prefix = self._own_prefix
-        if prefix is not None and (path == prefix or path.startswith(prefix + "/")):
+        if prefix is not None and is_own_path(current.environ.get("PATH_INFO") or "", prefix):
             return True
-        if self._excluded_paths is not None and self._excluded_paths.search(path):
+        if self._excluded_paths is not None and self._excluded_paths.search(current.path):
             return excluded_by(EXCLUDED_PATHS)
         if self._excluded_urls is None:
             return False  # the full URL is built only when OTEL_PYTHON_FLASK_EXCLUDED_URLS asks for it
@@ -139,7 +139,7 @@ class RequestLifecycle:
             current = _current_request()
             raw_query = current.query_string
             limit = self._settings.max_attribute_length
-            query = truncate(self._redactor.query(raw_query), limit) if raw_query else ""
+            query = self._redactor.query(raw_query, limit) if raw_query else ""
             span = trace.get_current_span()
             span_seen = span.is_recording()
             if span_seen:
@@ -160,8 +160,11 @@ class RequestLifecycle:
             span.update_name(current.method if current.method in KNOWN_METHODS else "HTTP")
         limit = self._settings.max_attribute_length
         environ = current.environ
+        # The instrumentation copies the raw request target (RAW_URI/REQUEST_URI) or re-quotes the
+        # path (up to 3 characters per one): "/%00%00..." is three times as long as PATH_INFO.
         request_is_long = (
-            len(environ.get("PATH_INFO", "")) + len(environ.get("QUERY_STRING", "")) > limit
+            3 * len(environ.get("PATH_INFO", "")) + len(environ.get("QUERY_STRING", "")) > limit
+            or len(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "") > limit
             or len(environ.get("HTTP_USER_AGENT", "")) > limit
             or len(environ.get("HTTP_HOST", "")) > limit
         )
@@ -188,6 +191,7 @@ class RequestLifecycle:
         if not span.is_recording():
             return
         self._sanitize_span(span, current, in_flight.query)
+        redact_span_headers(span, self._redactor)
         if not self._warned_hook_order:
             self._warned_hook_order = True
             report("instrumented_after_monitor")
@@ -226,6 +230,8 @@ class RequestLifecycle:
 
     def teardown_request(self, exc: BaseException | None) -> None:
         try:
+            # Before the instrumentation's teardown ends the span, after it captured response headers.
+            redact_span_headers(trace.get_current_span(), self._redactor)
             in_flight = request.environ.pop(ENVIRON_KEY, None)
             if in_flight is None:
                 return

@@ -58,6 +58,7 @@ from opentelemetry.sdk.trace.export import (
 from otel_flask_monitor import __version__
 from otel_flask_monitor.config import ConfigError
 from otel_flask_monitor.export_status import ExportHealth, capture_sdk_export_logs, tracked_export
+from otel_flask_monitor.redaction import without_userinfo
 
 _logger = logging.getLogger("otel_flask_monitor")
 
@@ -91,15 +92,17 @@ def otlp_protocol(signal: str) -> str:
 
 
 def otlp_endpoint(signal: str) -> str:
-    """The URL the signal's OTLP exporter sends to, resolved the way the exporters resolve it."""
+    """The URL the signal's OTLP exporter sends to, resolved the way the exporters resolve it, for
+    display: without the ``user:password@`` an endpoint may carry (health JSON, outage warning, demo).
+    The exporters read the variables themselves, credentials included."""
     protocol = otlp_protocol(signal)
     specific = _env(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
     if specific:
-        return specific
+        return without_userinfo(specific)
     base = _env("OTEL_EXPORTER_OTLP_ENDPOINT", default=f"http://localhost:{_DEFAULT_PORTS[protocol]}")
     if protocol == "grpc":
-        return base
-    return base.rstrip("/") + _HTTP_PATHS[signal]
+        return without_userinfo(base)
+    return without_userinfo(base.rstrip("/") + _HTTP_PATHS[signal])
 
 
 def exporter_names(signal: str) -> list[str]:

@@ -62,14 +62,14 @@ def hit(server: BaseWSGIServer, method: str, path: str, user_agent: str = "brows
 
 
 @contextmanager
-def chromium() -> Iterator[Browser]:
+def chromium(args: list[str] | None = None) -> Iterator[Browser]:
     """Headless chromium, closed at the end of the block; fails (never skips) when it is missing."""
     if not CHROMIUM.exists():
         pytest.fail(
             f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (this test never skips)"
         )
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args or CHROMIUM_ARGS)
         try:
             yield browser
         finally:

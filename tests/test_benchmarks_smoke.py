@@ -45,6 +45,13 @@ def test_backend_down_prints_each_variant_and_the_p99_targets() -> None:
     assert "target p99 hung / reachable" in output
 
 
+def test_query_redaction_prints_each_size_and_the_ratio() -> None:
+    output = run_benchmark("query_redaction.py", "--repeat", "8")
+
+    assert "query  60000 bytes: redactor" in output, output
+    assert "ratio redactor 60 KB / 3 KB:" in output
+
+
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install -y wrk)")
 def test_http_throughput_against_gunicorn_and_rotel() -> None:
     output = run_benchmark("http_throughput.py", "--duration", "1", "--repeats", "1")

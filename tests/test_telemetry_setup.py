@@ -47,7 +47,8 @@ def sdk_noise(stderr: list[str]) -> list[str]:
 
 def test_collector_down_costs_the_app_nothing_and_one_warning() -> None:
     env = child_env(
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}",
+        # With credentials in the URL: they must appear neither in the warning nor in the health JSON.
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://apiuser:S3CRETPW@127.0.0.1:{free_port()}",
         REQUESTS="300",
         PAUSE_AFTER_SECONDS="1.0",
     )
@@ -64,6 +65,11 @@ def test_collector_down_costs_the_app_nothing_and_one_warning() -> None:
     warnings = [line for line in stderr if line.startswith("telemetry export to")]
     assert len(warnings) == 1, stderr
     assert "the app is unaffected" in warnings[0]
+    assert "S3CRETPW" not in "\n".join(stderr)
+    assert "S3CRETPW" not in json.dumps(health)
+    assert {signal["endpoint"].split("/v1/")[0] for signal in health["signals"]} == {
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"].replace("apiuser:S3CRETPW@", "")
+    }
     assert sdk_noise(stderr) == [], stderr
     # Exit does not wait out the exporters' retries (10 s each) during an outage.
     assert elapsed < 8, elapsed
