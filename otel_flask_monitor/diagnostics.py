@@ -35,6 +35,7 @@ from otel_flask_monitor.export_status import (
     SignalSnapshot,
     overall_connection,
 )
+from otel_flask_monitor.redaction import without_userinfo
 from otel_flask_monitor.telemetry import (
     exporter_names,
     log_pipeline_gap,
@@ -231,8 +232,8 @@ def _fork_finding(origin: _ForkOrigin) -> Finding:
 def endpoint_origin(endpoint: str) -> str:
     """``scheme://host:port`` of an endpoint URL, without path or user info (``user:password@`` never
     leaves the process); a gRPC endpoint without a scheme keeps its ``host:port``."""
-    scheme, separator, rest = endpoint.partition("://")
-    address = (rest if separator else scheme).split("/", 1)[0].rpartition("@")[2]
+    scheme, separator, rest = without_userinfo(endpoint).partition("://")
+    address = (rest if separator else scheme).split("/", 1)[0]
     return f"{scheme}://{address}" if separator else address
 
 

@@ -62,14 +62,6 @@ def endpoint_address(url: str, protocol: str) -> tuple[str, int] | None:
     return parts.hostname, port
 
 
-def without_user_info(url: str) -> str:
-    """The URL without ``user:password@``: credentials in an endpoint never reach the terminal."""
-    scheme, separator, rest = url.partition("://")
-    authority, slash, path = (rest if separator else url).partition("/")
-    prefix = f"{scheme}://" if separator else ""
-    return f"{prefix}{authority.rpartition('@')[2]}{slash}{path}"
-
-
 def is_reachable(address: tuple[str, int], timeout_seconds: float = REACHABILITY_TIMEOUT_SECONDS) -> bool:
     try:
         with socket.create_connection(address, timeout=timeout_seconds):
@@ -109,9 +101,8 @@ def probe_telemetry(reachable: Callable[[tuple[str, int]], bool] = is_reachable)
         except ValueError as error:
             probes.append(SignalProbe(signal_name, f"{signal_name:<8} misconfigured: {error}"))
             continue
-        # Shown without user info: credentials in the endpoint never reach the terminal.
-        shown = without_user_info(url)
-        line = f"{signal_name:<8} -> {shown} (OTLP {protocol}): "
+        # otlp_endpoint leaves out user info: credentials in the endpoint never reach the terminal.
+        line = f"{signal_name:<8} -> {url} (OTLP {protocol}): "
         address = endpoint_address(url, protocol)
         if address is None:
             probes.append(SignalProbe(signal_name, line + "not a usable endpoint URL"))
