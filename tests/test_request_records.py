@@ -255,13 +255,14 @@ def test_trace_id_header_can_be_renamed_or_disabled(exported: Exported) -> None:
     assert "X-Trace-Id" not in disabled.headers
 
 
-def test_streamed_response_is_recorded_without_a_size(app: Flask, exported: Exported) -> None:
+def test_streamed_response_is_recorded_with_the_bytes_sent(app: Flask, exported: Exported) -> None:
     response = app.test_client().get("/stream")
 
     assert response.data == b"chunk 0\nchunk 1\nchunk 2\n"
     attributes = dict(only(exported.request_logs()).log_record.attributes or {})
     assert attributes["http.response.status_code"] == 200
-    assert "http.response.body.size" not in attributes
+    assert attributes["http.response.body.size"] == len(response.data)
+    assert attributes["response_streamed"] is True
 
 
 def test_head_and_options_are_recorded(app: Flask, exported: Exported) -> None:
