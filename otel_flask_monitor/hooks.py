@@ -20,11 +20,11 @@ import re
 import threading
 import time
 import traceback
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from flask import Flask, Request, Response, current_app, got_request_exception, request
+from flask.ctx import RequestContext
 from flask.globals import request_ctx
 from opentelemetry import trace
 from opentelemetry.trace import Span
@@ -70,11 +70,13 @@ class _InFlight:
         "trace_id",
     )
 
-    def __init__(self, query: str, span: Span | None, owner: weakref.ref[object]) -> None:
+    def __init__(self, query: str, span: Span | None, owner: RequestContext) -> None:
         self.start_ns = time.perf_counter_ns()
         self.start_cpu_ns = time.thread_time_ns()
         self.query = query
         self.span = span
+        # The request context that ran before_request (held, not weakly referenced: the reference
+        # goes with this object when its teardown pops it from the environ).
         self.owner = owner
         self.trace_id: str | None = None
         self.status_code: int | None = None
@@ -227,7 +229,8 @@ class RequestLifecycle:
     def before_request(self) -> None:
         try:
             opens_late = not self._hook_order_checked and self._check_hook_order()
-            current = _current_request()
+            context = _request_context()
+            current = context.request
             raw_query = current.query_string
             limit = self._settings.max_attribute_length
             query = truncate(self._redactor.query(raw_query), limit) if raw_query else ""
@@ -237,7 +240,7 @@ class RequestLifecycle:
                 # Excluded paths too: exclusion stops the record, never the redaction of the span.
                 self._sanitize_span(span, current, query)
             if not self.is_excluded(current):
-                current.environ[ENVIRON_KEY] = _InFlight(query, span, weakref.ref(_request_context()))
+                current.environ[ENVIRON_KEY] = _InFlight(query, span, context)
             elif opens_late:
                 current.environ[_LATE_SPAN_QUERY_KEY] = query
         except Exception:
@@ -340,15 +343,16 @@ class RequestLifecycle:
 
     def teardown_request(self, exc: BaseException | None) -> None:
         try:
-            environ = request.environ
+            context = _request_context()
+            environ = context.request.environ
             in_flight = environ.get(ENVIRON_KEY)
-            if in_flight is None or in_flight.owner() is not _request_context():
+            if in_flight is None or in_flight.owner is not context:
                 # A copy of the request's context ends (or stream_with_context ends its own push of
                 # it, after the real end): the request is still running.
                 return
             del environ[ENVIRON_KEY]
             if in_flight.span is None:  # not seen yet: after_request did not run (the view raised)
-                self._pick_up_late_span(in_flight, _current_request())
+                self._pick_up_late_span(in_flight, context.request)
             record = self._build_record(in_flight, exc)
             if in_flight.stream is None:
                 self._dispatcher.dispatch(record)
@@ -458,10 +462,11 @@ def _sends_over_time(response: Response) -> bool:
     return not (isinstance(response.response, ClosingIterator) and response.content_length is not None)
 
 
-def _request_context() -> object:
+def _request_context() -> RequestContext:
     """The request context being handled on this thread. Contexts copied from it share its request
     and environ but are other objects (``flask.globals.request_ctx``, Flask 3.0-3.1)."""
-    return request_ctx._get_current_object()  # type: ignore[attr-defined]
+    context: RequestContext = request_ctx._get_current_object()  # type: ignore[attr-defined]
+    return context
 
 
 def _method_of(sent: str) -> tuple[str, str | None]:

@@ -29,10 +29,11 @@ def body_of(record: RequestRecord) -> str:
 
 def emit_request_log(logger: Logger, record: RequestRecord) -> None:
     """Emit with the ids of the request's server span: the SDK takes trace_id/span_id from the
-    context. Inside the span (the usual case) that is the current one; a streamed body ends after
-    the span did, outside any request context, so its context is passed explicitly."""
+    context. While the span records, the monitor's hooks run inside it and it is the current one
+    (the usual case); a streamed body ends after the span did, outside any request context, so the
+    context of an ended (or never recording) span is passed explicitly."""
     span = record.server_span
-    context = None if span is None or trace.get_current_span() is span else trace.set_span_in_context(span)
+    context = None if span is None or span.is_recording() else trace.set_span_in_context(span)
     severity_number, severity_text = severity_of(record)
     logger.emit(
         timestamp=record.end_time_ns,

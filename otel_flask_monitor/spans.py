@@ -20,13 +20,17 @@ from otel_flask_monitor.record import RequestRecord
 # opentelemetry/instrumentation/flask/__init__.py). No public API names the span of a given request:
 # the current span is the caller's own when the monitor's hooks run outside the instrumentation's.
 _INSTRUMENTATION_SPAN_KEY: Final = "opentelemetry-flask.span_key"
+# Header attributes the instrumentation captures (OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_*)
+# are spelled with "_" for "-": http.response.header.content_type.
+_HEADER_PREFIXES: Final = ("http.request.header.", "http.response.header.")
 
 
 def server_span_of(environ: Mapping[str, Any]) -> Span | None:
     """The span the Flask instrumentation opened for this request; None when it opened none (app not
     instrumented, URL excluded) or has not yet (its ``before_request`` runs after the caller's)."""
-    span = environ.get(_INSTRUMENTATION_SPAN_KEY)
-    return span if isinstance(span, Span) else None
+    # Only the instrumentation writes this key, always a Span: no isinstance (an ABC check) per request.
+    span: Span | None = environ.get(_INSTRUMENTATION_SPAN_KEY)
+    return span
 
 
 def enrich_span(record: RequestRecord) -> None:
@@ -38,7 +42,7 @@ def enrich_span(record: RequestRecord) -> None:
     additions = {
         key: value
         for key, value in span_attributes(record).items()
-        if key not in present and _instrumentation_spelling(key) not in present
+        if key not in present and not (key.startswith(_HEADER_PREFIXES) and key.replace("-", "_") in present)
     }
     if additions:
         span.set_attributes(additions)
@@ -51,12 +55,6 @@ def enrich_span(record: RequestRecord) -> None:
         # An exception that escaped reaches the instrumentation's teardown, which records it; only
         # the rest is added here, so each exception appears once on the span.
         span.add_event("exception", exception_attributes(record))
-
-
-def _instrumentation_spelling(key: str) -> str:
-    """Header attributes the instrumentation captures (``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*``)
-    are named with ``_`` for ``-``: ``http.response.header.content_type``."""
-    return key.replace("-", "_") if key.startswith(("http.request.header.", "http.response.header.")) else key
 
 
 def _status_is_unset(span: Span) -> bool:

@@ -261,27 +261,35 @@ json.dump(found, sys.stdout)
 """
 
 
-@pytest.mark.parametrize("opt_in", ["http", "http/dup"])
-def test_error_type_the_instrumentation_sets_is_kept(opt_in: str) -> None:
+def test_error_type_the_instrumentation_sets_is_kept() -> None:
     """Under the stable HTTP conventions the instrumentation sets ``error.type="500"``; the monitor
     adds nothing to the span by default and, asked to enrich it, still keeps that value. The opt-in
-    is read once per process, hence the subprocess."""
-    env = {"OTEL_SEMCONV_STABILITY_OPT_IN": opt_in, "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    command = [sys.executable, "-c", _SEMCONV_SCRIPT]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    found = json.loads(done.stdout)
-    bare = found.pop("bare")["attributes"]
-    assert bare["error.type"] == "500"
-    for case, seen in found.items():
-        assert seen["status"] == 500, case
-        assert seen["span_status"] == "ERROR", case
-        assert seen["attributes"]["error.type"] == "500", case
-        if case.endswith("enrich_spans=False"):
-            assert seen["attributes"] == bare, case  # the upstream test's exact comparison
-        else:
-            assert set(seen["attributes"]) - set(bare) <= MONITOR_SPAN_ATTRIBUTES, case
-            assert {k: seen["attributes"][k] for k in bare} == bare, case
+    is read once per process: one subprocess per value, run side by side."""
+    processes = {
+        opt_in: subprocess.Popen(
+            [sys.executable, "-c", _SEMCONV_SCRIPT],
+            env={"OTEL_SEMCONV_STABILITY_OPT_IN": opt_in, "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for opt_in in ("http", "http/dup")
+    }
+    for opt_in, process in processes.items():
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, (opt_in, stderr)
+        found = json.loads(stdout)
+        bare = found.pop("bare")["attributes"]
+        assert bare["error.type"] == "500", opt_in
+        for case, seen in found.items():
+            assert seen["status"] == 500, (opt_in, case)
+            assert seen["span_status"] == "ERROR", (opt_in, case)
+            assert seen["attributes"]["error.type"] == "500", (opt_in, case)
+            if case.endswith("enrich_spans=False"):
+                assert seen["attributes"] == bare, (opt_in, case)  # the upstream test's exact comparison
+            else:
+                assert set(seen["attributes"]) - set(bare) <= MONITOR_SPAN_ATTRIBUTES, (opt_in, case)
+                assert {k: seen["attributes"][k] for k in bare} == bare, (opt_in, case)
 
 
 def test_headers_the_instrumentation_captures_are_not_overwritten(
