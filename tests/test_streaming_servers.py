@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -32,6 +33,7 @@ WAIT_SECONDS: Final = 15.0
 LOWER_BOUND: Final = 0.9
 """Fraction of a route's own sleeps its recorded duration must reach (sleep may end a bit early)."""
 FILE_SIZE: Final = 256 * 1024 + 17
+CONCURRENT_STREAMS: Final = 4  # gunicorn runs 4 threads
 FAST_EXPORT: Final = {
     "OTEL_BLRP_SCHEDULE_DELAY": "100",
     "OTEL_BSP_SCHEDULE_DELAY": "100",
@@ -162,15 +164,21 @@ def records_of(server: LiveServer, tag: str) -> list[ReceivedLog]:
 
 
 def only_record(server: LiveServer, tag: str) -> ReceivedLog:
-    """The single record of the request tagged ``tag``, once a later request's record has arrived too
-    (exporters deliver in order, so a duplicate of the first would be there by then)."""
-    wait_until(lambda: records_of(server, tag), f"the record of {tag}")
+    """The single record of the request tagged ``tag``."""
+    (record,) = only_records(server, [tag])
+    return record
+
+
+def only_records(server: LiveServer, tags: list[str]) -> list[ReceivedLog]:
+    """The single record of each tagged request, once a later request's record has arrived too
+    (exporters deliver in order, so a duplicate of an earlier one would be there by then)."""
+    wait_until(lambda: all(records_of(server, tag) for tag in tags), f"the records of {tags}")
     fence_path, fence = tagged("/fixed")
     assert fetch(server.base_url, fence_path).status == 200
     wait_until(lambda: records_of(server, fence), "the fence request's record")
-    found = records_of(server, tag)
-    assert len(found) == 1, [r.attributes for r in found]
-    return found[0]
+    found = {tag: records_of(server, tag) for tag in tags}
+    assert all(len(records) == 1 for records in found.values()), found
+    return [records[0] for records in found.values()]
 
 
 def wait_until(condition: Callable[[], object], what: str) -> None:
@@ -214,6 +222,18 @@ def test_streamed_body_is_recorded_once_at_its_last_byte(
     assert LOWER_BOUND * sleeps_ms <= attributes["duration_ms"] <= fetched.seconds * 1000 + 1
     assert record.severity_text == "INFO"
     assert_carries_its_server_span(server, record)
+
+
+def test_concurrent_streams_are_each_recorded_once(server: LiveServer) -> None:
+    targets = [tagged("/plain") for _ in range(CONCURRENT_STREAMS)]
+    with ThreadPoolExecutor(CONCURRENT_STREAMS) as pool:
+        fetched = list(pool.map(lambda target: fetch(server.base_url, target[0]), targets))
+
+    assert [f.status for f in fetched] == [200] * CONCURRENT_STREAMS
+    records = only_records(server, [tag for _, tag in targets])
+    full = streaming_app.CHUNKS * len(streaming_app.CHUNK)
+    assert [r.attributes["http.response.body.size"] for r in records] == [full] * CONCURRENT_STREAMS
+    assert len({(r.trace_id, r.span_id) for r in records}) == CONCURRENT_STREAMS
 
 
 def test_the_aggregates_cover_the_whole_body(server: LiveServer) -> None:
