@@ -47,8 +47,8 @@ def enrich_span(record: RequestRecord) -> None:
     if additions:
         span.set_attributes(additions)
     if record.is_server_error and _status_is_unset(span):
-        # The instrumentation marks 5xx answers ERROR itself; this covers an exception the app
-        # answered with a non-5xx status.
+        # The instrumentation marks 5xx answers ERROR itself; this covers an unhandled exception
+        # the app's 500 handler answered with a non-5xx status.
         description = record.exception.type if record.exception else f"HTTP {record.status_code}"
         span.set_status(Status(StatusCode.ERROR, description))
     if record.exception is not None and not record.exception.escaped:
