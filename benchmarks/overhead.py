@@ -173,7 +173,8 @@ BUILDERS = {
 # Opt-in (--variants): the monitor with one consumer switched off, to see where its cost goes.
 ABLATIONS = {
     "monitor-no-logs": {"emit_logs": False},
-    "monitor-no-span-enrich": {"enrich_spans": False},
+    "monitor-no-span-enrich": {"enrich_spans": False},  # the default since enrich_spans is opt-in
+    "monitor-span-enrich": {"enrich_spans": True},
     "monitor-hooks-only": {"emit_logs": False, "enrich_spans": False},
 }
 

@@ -7,8 +7,9 @@ which repeats to the instruction for the same inputs. Each variant runs twice, w
 long series of ``GET /api/products/<id>`` after the same warm-up, each followed by a flush of spans
 and logs to a local OTLP/HTTP sink; the difference divided by the extra requests is the cost of one
 request, start-up and warm-up cancelled out. Work driven by the clock rather than by requests (the
-metric reader's collection, the monitor's psutil sampler) is switched off: valgrind stretches the
-long run by a minute, which would charge that work to requests.
+metric reader's collection, the batch processors' timed exports, the monitor's psutil sampler) is
+switched off: valgrind stretches the long run by a minute, which would charge that work to requests
+in proportion to how loaded the machine is.
 
     python benchmarks/overhead_instructions.py                      # otel,monitor; 100 and 400 requests
     python benchmarks/overhead_instructions.py --variants bare,otel,monitor,article --short 50 --long 200
@@ -95,6 +96,11 @@ def main() -> None:
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             "OTEL_SERVICE_NAME": "bench",
             "OTEL_METRIC_EXPORT_INTERVAL": str(3_600_000),  # no periodic collection inside a run
+            # Nor timed batch exports: under valgrind a run lasts minutes, and each export a timer
+            # triggers (every 1 s for logs by default) costs millions of instructions, as many as the
+            # machine's load makes the run last. Batches then leave only when full or flushed.
+            "OTEL_BSP_SCHEDULE_DELAY": str(3_600_000),
+            "OTEL_BLRP_SCHEDULE_DELAY": str(3_600_000),
             "PYTHONHASHSEED": "0",
         }
         for variant in (name.strip() for name in arguments.variants.split(",") if name.strip()):

@@ -260,10 +260,12 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("emit_logs", True, _parse_bool, "Emit one OTel log record per request."),
     Option(
         "enrich_spans",
-        True,
+        False,
         _parse_bool,
-        "Add to the server span what the instrumentation does not record (body sizes, content type, "
-        "`duration_ms`, `cpu_ms`, `error.type`, captured headers) and set ERROR status on 5xx.",
+        "Also add to the server span what the instrumentation does not record (body sizes, content "
+        "type, `duration_ms`, `cpu_ms`, `error.type` where it sets none, captured headers, "
+        "`response_streamed`), never replacing what it set. Off: those figures are in the log record "
+        "only, which carries the span's ids ([log-schema.md](log-schema.md#the-server-span)).",
     ),
     Option(
         "setup_telemetry",
@@ -321,7 +323,7 @@ class MonitorSettings:
     trace_id_header: str | None = "X-Trace-Id"
     json_errors: bool = True
     emit_logs: bool = True
-    enrich_spans: bool = True
+    enrich_spans: bool = False
     setup_telemetry: bool = True
     instrument_flask: bool = True
     flush_timeout_seconds: float = 5.0

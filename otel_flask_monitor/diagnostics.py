@@ -129,14 +129,6 @@ _ENTRIES: Final = (
         "{fix}",
     ),
     Finding(
-        "instrumented_after_monitor",
-        "warning",
-        "The Flask instrumentation was applied to this app after FlaskMonitor(app): its span ends before "
-        "the monitor's teardown, so the per-request log records carry no trace id.",
-        "Instrument the app before FlaskMonitor(app), or let the monitor do it (instrument_flask=True, "
-        "the default).",
-    ),
-    Finding(
         "route_excluded",
         "info",
         "Requests excluded on purpose since start: {counts}.",

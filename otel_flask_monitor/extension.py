@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from flask import Flask
-from opentelemetry import trace
 
 from otel_flask_monitor.aggregates import AggregateStore
 from otel_flask_monitor.app_lifetime import bind_wsgi_app_weakly
@@ -140,7 +139,7 @@ def _consumers(
 ) -> list[tuple[str, Consumer]]:
     consumers: list[tuple[str, Consumer]] = []
     if settings.enrich_spans:
-        consumers.append(("span", lambda record: enrich_span(trace.get_current_span(), record)))
+        consumers.append(("span", enrich_span))
     if settings.emit_logs:
         logger = telemetry.logger
 

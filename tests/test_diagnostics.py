@@ -10,8 +10,8 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,8 @@ import psutil
 import pytest
 import requests
 from flask import Flask
-from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
-from otel_flask_monitor import FlaskMonitor, get_state
+from otel_flask_monitor import get_state
 from otel_flask_monitor.dashboard import NOT_CONNECTED_REASON
 from otel_flask_monitor.diagnostics import CATALOGUE, process_findings
 from otel_flask_monitor.export_status import ExportHealth
@@ -107,30 +106,6 @@ def test_route_excluded_by_the_instrumentations_variable(monkeypatch: pytest.Mon
     fixed = build_app("no-longer-excluded")
     fixed.test_client().get("/health-check")
     assert "route_excluded" not in codes(fixed)
-
-
-@contextmanager
-def instrumented(app: Flask) -> Iterator[Flask]:
-    FlaskInstrumentor().instrument_app(app)  # type: ignore[no-untyped-call]
-    try:
-        yield app
-    finally:
-        FlaskInstrumentor().uninstrument_app(app)  # type: ignore[no-untyped-call]
-
-
-def test_instrumented_after_monitor_until_instrumented_first() -> None:
-    late = build_app("instrumented-late", instrument_flask=False)
-    with instrumented(late):
-        assert "instrumented_after_monitor" not in codes(late)  # nothing seen before a request
-        late.test_client().get("/items/1")
-        document = late.test_client().get("/monitoring/health").get_json()
-        assert entry(document, "instrumented_after_monitor")["severity"] == "warning"
-
-    first = build_app("instrumented-first", monitor=False)
-    with instrumented(first):
-        FlaskMonitor(first, instrument_flask=False)
-        first.test_client().get("/items/1")
-        assert "instrumented_after_monitor" not in codes(first)
 
 
 # ---- process-level set-ups: fresh interpreters -------------------------------------------------------

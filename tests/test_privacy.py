@@ -157,12 +157,12 @@ def test_an_app_instrumented_after_the_monitor_still_leaks_nothing(
     app = build_app(instrument_flask=False)
     FlaskInstrumentor().instrument_app(app)  # type: ignore[no-untyped-call]
     client = app.test_client()
-    with caplog.at_level("WARNING", logger="otel_flask_monitor"):
+    with caplog.at_level("INFO", logger="otel_flask_monitor"):
         for _ in range(2):
             assert client.get(f"/items/1?token={SECRET}").status_code == 200
 
     assert SECRET not in everything_exported(exported)
-    assert len([r for r in caplog.records if "instrumentation was applied" in r.getMessage()]) == 1
+    assert len([r for r in caplog.records if "moved its request hooks" in r.getMessage()]) == 1
     FlaskInstrumentor().uninstrument_app(app)  # type: ignore[no-untyped-call]
 
 

@@ -37,7 +37,14 @@ DISTRIBUTION = "opentelemetry-instrumentation-flask"
 # instrumentation/opentelemetry-instrumentation-flask/test-requirements-3.txt (pytest==7.4.4,
 # asgiref==3.8.1); opentelemetry-test-utils comes from the core repository at the same release.
 TEST_TOOLS = ("pytest==7.4.4", "asgiref==3.8.1")
-OPTIONS: dict[str, Any] = {"instrument_flask": False, "setup_telemetry": False, "dashboard_enabled": False}
+# enrich_spans is opt-in; switched on here so the suite sees every change the monitor can make to
+# the instrumentation's span (with the default, only the unmatched-route name differs).
+OPTIONS: dict[str, Any] = {
+    "instrument_flask": False,
+    "setup_telemetry": False,
+    "dashboard_enabled": False,
+    "enrich_spans": True,
+}
 ATTACH = {"before": "after-flask-init", "after": "after-instrumentation"}
 UNMONITORED = "instrumentation, unmonitored"
 
