@@ -17,6 +17,7 @@ from otel_flask_monitor.dispatch import Consumer, FailureReporter, RecordDispatc
 from otel_flask_monitor.hooks import RequestLifecycle, current_trace_id
 from otel_flask_monitor.logs import emit_request_log
 from otel_flask_monitor.multiprocess import MultiprocessAggregates
+from otel_flask_monitor.objective_metrics import objective_consumer
 from otel_flask_monitor.record import RequestRecord
 from otel_flask_monitor.redaction import Redactor
 from otel_flask_monitor.spans import enrich_span
@@ -131,6 +132,7 @@ def _consumers(
 
         consumers.append(("log", log))
     consumers.append(("aggregates", aggregates.record))
+    consumers.append(objective_consumer(settings, telemetry.meter))
     return consumers
 
 
