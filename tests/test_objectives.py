@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from decimal import Decimal
 from typing import Any
 
@@ -177,3 +179,20 @@ def test_patterns_matching_no_route_are_reported() -> None:
 )
 def test_what_a_pattern_matches(pattern: str, method: str, rule: str, matches: bool) -> None:
     assert RoutePattern.parse(pattern).matches(method, rule) is matches
+
+
+def test_the_objective_modules_import_without_flask() -> None:
+    code = (
+        "import sys; sys.modules['flask'] = None\n"
+        "from otel_flask_monitor.objectives import parse_objectives\n"
+        "from otel_flask_monitor.objective_metrics import ObjectiveCounter\n"
+        "from otel_flask_monitor.alert_rules import RuleBuilder\n"
+        "from otel_flask_monitor.burn_rate import burn_rate\n"
+        "policy = parse_objectives('o', {'default': {'availability': 99}})\n"
+        "print(ObjectiveCounter(policy, max_routes=1).observations(), burn_rate(9, 10, 0.5))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[] 0.2"
