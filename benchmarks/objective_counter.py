@@ -22,6 +22,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+from aggregates import make_record  # benchmarks/aggregates.py: a record as the hooks build it
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
@@ -39,24 +40,7 @@ ROUTES = [
 
 
 def record(duration_ms: float, status: int) -> RequestRecord:
-    return RequestRecord(
-        method="GET",
-        route="/api/r7/<int:item_id>",
-        path="/api/r7/1",
-        query="",
-        scheme="http",
-        status_code=status,
-        request_size=None,
-        response_size=20,
-        content_type="application/json",
-        client_address="127.0.0.1",
-        user_agent="bench",
-        server_address="localhost",
-        duration_ms=duration_ms,
-        cpu_ms=0.1,
-        end_time_ns=0,
-        trace_id=None,
-    )
+    return make_record("/api/r7/<int:item_id>", duration_ms, status)
 
 
 def objective_counter_round(records: list[RequestRecord]) -> float:
