@@ -213,9 +213,11 @@ class ObjectiveCounter:
             )
 
     def observations(self) -> list[Observation]:
-        with self._lock:
-            tracked = list((self._tracked or {}).values())
-            return [observation for entry in tracked for observation in entry.observations()]
+        # No lock: the export thread must never wait on (or, after a fork, inherit) the request
+        # threads' lock. Copying the dict's values and reading an int are atomic under the GIL, and
+        # each count is a monotonic counter of its own.
+        tracked = list((self._tracked or {}).values())
+        return [observation for entry in tracked for observation in entry.observations()]
 
     def reset_after_fork(self) -> None:
         """A forked child is a new instance (new ``service.instance.id``): its counts start at 0."""
