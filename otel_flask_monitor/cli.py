@@ -30,7 +30,6 @@ from otel_flask_monitor.alert_rules import (
 )
 from otel_flask_monitor.objectives import (
     AppRoute,
-    ObjectiveError,
     ObjectivePolicy,
     RouteObjectives,
     app_routes,
@@ -74,7 +73,7 @@ def load_app(target: str) -> Flask:
         app = locate_app(module_name, app_name or None)
     except NoAppException as error:
         raise CliError(str(error)) from None
-    except (ObjectiveError, ValueError) as error:  # ConfigError is a ValueError
+    except ValueError as error:  # ConfigError and ObjectiveError: a declaration the monitor refuses
         raise CliError(f"{target}: {error}") from None
     if app is None:
         raise CliError(f"--app {target!r}: no Flask app found")
