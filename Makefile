@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # on first open; `make demo DEMO_ARGS=` serves it quiet.
 DEMO_ARGS ?= --traffic
 
-.PHONY: demo test lint typecheck pytest bench bench-instructions clean
+.PHONY: demo test lint typecheck pytest bench bench-instructions rules clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/aggregates.py
 	$(BIN)/python benchmarks/multiprocess_merge.py
+	$(BIN)/python benchmarks/objective_counter.py
 	$(BIN)/python benchmarks/backend_down.py
 	$(BIN)/python benchmarks/http_throughput.py
 	$(BIN)/python benchmarks/query_redaction.py
@@ -41,6 +42,11 @@ bench: $(STAMP)
 # Deterministic overhead figure (needs Debian's valgrind; about 8 minutes).
 bench-instructions: $(STAMP)
 	$(BIN)/python benchmarks/overhead_instructions.py --variants otel,monitor,monitor-no-logs,monitor-hooks-only --short 100 --long 300
+
+# The compose stack's alert rules, generated from the demo's objectives (a test checks they are current).
+rules: $(STAMP)
+	$(BIN)/python -m otel_flask_monitor rules --app 'otel_flask_monitor.demo.app:create_app()' \
+		--service-name shop -o deploy/prometheus/rules/shop-objectives.rules.yml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -4,6 +4,7 @@
     python benchmarks/overhead.py --requests 200 --rounds 2      # quick smoke run
     python benchmarks/overhead.py --variants otel,monitor,monitor-no-logs,monitor-hooks-only
     python benchmarks/overhead.py --variants monitor --profile   # cProfile of the measured rounds
+    python benchmarks/overhead.py --variants monitor,monitor-objectives --rounds 15
 
 Each variant runs in its own process (global OTel providers can be set once per process), serves
 ``GET /api/products/<id>`` through Flask's test client and exports to a local OTLP/HTTP sink in this
@@ -170,12 +171,17 @@ BUILDERS = {
     "article": build_article_app,
 }
 
-# Opt-in (--variants): the monitor with one consumer switched off, to see where its cost goes.
-ABLATIONS = {
+# Opt-in (--variants): the monitor with one consumer switched off, to see where its cost goes, or
+# with a latency and an availability objective on the route (what counting requests against
+# objectives adds; docs/objectives.md).
+ABLATIONS: dict[str, dict[str, Any]] = {
     "monitor-no-logs": {"emit_logs": False},
     "monitor-no-span-enrich": {"enrich_spans": False},  # the default since enrich_spans is opt-in
     "monitor-span-enrich": {"enrich_spans": True},
     "monitor-hooks-only": {"emit_logs": False, "enrich_spans": False},
+    "monitor-objectives": {
+        "objectives": {"default": {"availability": 99.9, "latency": {"threshold_ms": 300, "target": 99}}}
+    },
 }
 
 

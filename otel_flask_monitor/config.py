@@ -16,6 +16,8 @@ from typing import Any, Final
 
 from flask import Request
 
+from otel_flask_monitor.objectives import NO_OBJECTIVES, ObjectiveError, ObjectivePolicy, parse_objectives
+
 AccessCheck = Callable[[Request], bool]
 
 ENV_PREFIX: Final = "OTEL_FLASK_MONITOR_"
@@ -145,6 +147,13 @@ def _parse_access_check(name: str, value: object) -> AccessCheck | None:
     if value is None or callable(value):
         return value
     raise ConfigError(f"{name}: expected a callable taking the request and returning bool, got {value!r}")
+
+
+def _parse_objectives(name: str, value: object) -> ObjectivePolicy:
+    try:
+        return parse_objectives(name, value)
+    except ObjectiveError as error:
+        raise ConfigError(str(error)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +306,14 @@ OPTIONS: Final[tuple[Option, ...]] = (
         "dashboard show the totals of all workers; `auto`: a private one per server under the temp "
         "directory. Unset: each process shows its own (docs/dashboard.md).",
     ),
+    Option(
+        "objectives",
+        NO_OBJECTIVES,
+        _parse_objectives,
+        "Objectives (SLOs) per route: a mapping of route pattern (or `default`) to a latency and/or "
+        "availability objective; the environment variable and app.config take its JSON "
+        "(docs/objectives.md).",
+    ),
 )
 
 _OPTIONS_BY_NAME: Final = {option.name: option for option in OPTIONS}
@@ -332,6 +349,7 @@ class MonitorSettings:
     max_routes: int = 200
     recent_errors: int = 50
     multiprocess_dir: str | None = None
+    objectives: ObjectivePolicy = NO_OBJECTIVES
 
 
 def _check_in_step() -> None:

@@ -19,6 +19,7 @@ from otel_flask_monitor.hooks import RequestLifecycle
 from otel_flask_monitor.instrumentation_guard import guard_instrumentation
 from otel_flask_monitor.logs import emit_request_log
 from otel_flask_monitor.multiprocess import MultiprocessAggregates
+from otel_flask_monitor.objective_metrics import objective_consumer
 from otel_flask_monitor.record import RequestRecord
 from otel_flask_monitor.redaction import Redactor, instrumentation_captures_headers
 from otel_flask_monitor.spans import enrich_span
@@ -148,6 +149,7 @@ def _consumers(
 
         consumers.append(("log", log))
     consumers.append(("aggregates", aggregates.record))
+    consumers.append(objective_consumer(settings, telemetry.meter))
     return consumers
 
 

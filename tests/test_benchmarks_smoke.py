@@ -36,6 +36,13 @@ def test_overhead_prints_every_variant_and_both_targets() -> None:
     assert "/v1/traces" in output, "nothing reached the sink"
 
 
+def test_objective_counter_prints_its_target() -> None:
+    output = run_benchmark("objective_counter.py", "--records", "2000", "--rounds", "1")
+
+    assert "objective counter" in output, output
+    assert "target objective counter / sync counter" in output
+
+
 def test_backend_down_prints_each_variant_and_the_p99_targets() -> None:
     output = run_benchmark("backend_down.py", "--requests", "100", "--rounds", "1")
 

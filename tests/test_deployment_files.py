@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import shlex
 import textwrap
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
@@ -23,6 +24,7 @@ from flask import Flask
 from otel_flask_monitor.config import resolve_settings
 from otel_flask_monitor.multiprocess import AUTO as MULTIPROCESS_AUTO
 from otel_flask_monitor.system_metrics import ProcessSampler, register_instruments
+from tests.prometheus_names import prometheus_metric_name
 
 REPO: Final = Path(__file__).resolve().parent.parent
 COMPOSE_SCHEMA: Final = REPO.parent / "shared" / "schemas" / "compose-spec.json"
@@ -457,80 +459,9 @@ LOKI_DEFAULT_INDEX_LABELS: Final = (
     "k8s.job.name",
 )
 
-# Prometheus' OTLP name translation (UnderscoreEscapingWithSuffixes), ported from
-# github.com/prometheus/otlptranslator v1.0.0 (metric_namer.go normalizeName, unit_namer.go), the
-# version prometheus/prometheus v3.7.3 builds with.
-_OTLP_UNITS: Final = {
-    "d": "days",
-    "h": "hours",
-    "min": "minutes",
-    "s": "seconds",
-    "ms": "milliseconds",
-    "us": "microseconds",
-    "ns": "nanoseconds",
-    "By": "bytes",
-    "KiBy": "kibibytes",
-    "MiBy": "mebibytes",
-    "GiBy": "gibibytes",
-    "TiBy": "tibibytes",
-    "KBy": "kilobytes",
-    "MBy": "megabytes",
-    "GBy": "gigabytes",
-    "TBy": "terabytes",
-    "m": "meters",
-    "V": "volts",
-    "A": "amperes",
-    "J": "joules",
-    "W": "watts",
-    "g": "grams",
-    "Cel": "celsius",
-    "Hz": "hertz",
-    "1": "",
-    "%": "percent",
-}
-_OTLP_PER_UNITS: Final = {
-    "s": "second",
-    "m": "minute",
-    "h": "hour",
-    "d": "day",
-    "w": "week",
-    "mo": "month",
-    "y": "year",
-}
 _PROMQL_KEYWORDS: Final = frozenset(
     {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset"}
 )
-
-
-def _clean_unit(unit: str) -> str:
-    return re.sub(r"_+", "_", re.sub(r"[^a-zA-Z0-9:]", "_", unit)).removeprefix("_")
-
-
-def _unit_suffix(unit: str) -> str:
-    return "" if not unit or "{" in unit or "}" in unit else unit
-
-
-def prometheus_metric_name(name: str, unit: str, kind: str) -> str:
-    """The name Prometheus 3.7 gives an OTLP metric; ``kind``: gauge, counter, updown or histogram."""
-    tokens = [token for token in re.split(r"[^a-zA-Z0-9:]", name) if token]
-    main, _, per = (part.strip() for part in unit.partition("/"))
-    main_suffix = _clean_unit(_OTLP_UNITS.get(main, main) if _unit_suffix(main) else "")
-    per_unit = _OTLP_PER_UNITS.get(per, per) if _unit_suffix(per) else ""
-    per_suffix = _clean_unit(f"per_{per_unit}" if per_unit else "")
-    if main_suffix in tokens:
-        main_suffix = ""
-    per_suffix = "" if per_suffix == "per_" else per_suffix.removesuffix("_")
-    if per_suffix in tokens:
-        per_suffix = ""
-    if per_suffix:
-        main_suffix = main_suffix.removesuffix("_")
-    tokens += [suffix for suffix in (main_suffix, per_suffix) if suffix]
-    if kind == "counter":
-        tokens = [token for token in tokens if token != "total"] + ["total"]
-    if unit == "1" and kind == "gauge":
-        tokens = [token for token in tokens if token != "ratio"] + ["ratio"]
-    normalized = "_".join(tokens)
-    return f"_{normalized}" if normalized[:1].isdigit() else normalized
 
 
 @pytest.mark.parametrize(
@@ -743,7 +674,7 @@ def test_prometheus_panels_query_metrics_the_stack_produces(services: dict[str, 
     assert otlp["translation_strategy"] == "UnderscoreEscapingWithSuffixes", "the names below assume it"
     promoted = {attribute.replace(".", "_") for attribute in otlp.get("promote_resource_attributes", [])}
     scrape_jobs = {job["job_name"] for job in prometheus["scrape_configs"]}
-    known = _emitted_prometheus_names() | COLLECTOR_EXPORTER_METRICS
+    known = _emitted_prometheus_names() | COLLECTOR_EXPORTER_METRICS | _recorded_names(services)
     assert {"process_cpu_utilization_ratio", "process_memory_usage_bytes"} <= known
     targets = _prometheus_targets()
     assert targets, "the dashboard has no Prometheus panels"
@@ -810,3 +741,200 @@ def test_the_troubleshooting_example_moves_the_instance_id_out_of_loki_index_lab
     resource = otlp_config["resource_attributes"]
     with_defaults = {"resource_attributes": {**resource, "ignore_defaults": False}}
     assert _loki_action("service.instance.id", with_defaults) == "index_label"
+
+
+# --- objectives: the generated rules, Alertmanager and the alert receiver (issue 13 section 4) --------
+
+ALERTMANAGER_SERVICE: Final = "alertmanager"
+ALERT_LOG_SERVICE: Final = "alert-log"
+OBJECTIVE_RULES: Final = REPO / "deploy" / "prometheus" / "rules" / "shop-objectives.rules.yml"
+ALERT_LOG_SCRIPT: Final = REPO / "deploy" / "alertmanager" / "alert_log.py"
+
+
+def _rule_files(services: dict[str, dict[str, Any]]) -> list[Path]:
+    """The host files behind the container paths and globs of prometheus.yml's rule_files."""
+    found = []
+    for pattern in _prometheus_config(services).get("rule_files", []):
+        directory = _host_path(services[PROMETHEUS_SERVICE], str(PurePosixPath(pattern).parent))
+        assert directory is not None, f"rule_files {pattern} is not under a mount of the Prometheus service"
+        found += sorted(directory.glob(PurePosixPath(pattern).name))
+    return found
+
+
+def _recorded_names(services: dict[str, dict[str, Any]]) -> set[str]:
+    return {
+        rule["record"]
+        for path in _rule_files(services)
+        for group in _yaml(path)["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
+
+
+def _alertmanager_config(services: dict[str, dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
+    command = _command(services[ALERTMANAGER_SERVICE])
+    (flag,) = [argument for argument in command if argument.startswith("--config.file=")]
+    path = _host_path(services[ALERTMANAGER_SERVICE], flag.split("=", 1)[1])
+    assert path is not None
+    config: dict[str, Any] = _yaml(path)
+    return path, config
+
+
+def test_prometheus_loads_the_objective_rules_and_alerts_alertmanager(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    from tests import promtool
+
+    assert _rule_files(services) == [OBJECTIVE_RULES]
+    promtool.check_rules(OBJECTIVE_RULES)
+    (alertmanagers,) = _prometheus_config(services)["alerting"]["alertmanagers"]
+    (target,) = [target for config in alertmanagers["static_configs"] for target in config["targets"]]
+    host, _, port = target.partition(":")
+    assert host == ALERTMANAGER_SERVICE
+    assert host in services
+    assert int(port) in _published_container_ports(services[ALERTMANAGER_SERVICE]) | {9093}
+    assert alertmanagers.get("api_version", "v2") == "v2", "Alertmanager 0.27 dropped the v1 API"
+
+
+def test_the_committed_objective_rules_are_what_the_demo_declares(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from otel_flask_monitor.cli import main
+
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    header = OBJECTIVE_RULES.read_text(encoding="utf-8").splitlines()[1]
+    arguments = shlex.split(header.removeprefix("# Generated by: "))
+    assert arguments[:4] == ["python", "-m", "otel_flask_monitor", "rules"], header
+    assert arguments[arguments.index("--app") + 1] == DEMO_APP_TARGET
+    status = main([*arguments[3:], "--check", str(OBJECTIVE_RULES)])
+    assert status == 0, f"regenerate it with `make rules`:\n{capsys.readouterr().out}"
+    # The service the rules select is the one the app container exports as.
+    service = arguments[arguments.index("--service-name") + 1]
+    assert _container_env(services)["OTEL_SERVICE_NAME"] == service
+    assert f'service_name="{service}"' in OBJECTIVE_RULES.read_text(encoding="utf-8")
+
+
+def test_alertmanager_config_is_valid_and_groups_what_the_alerts_carry(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    import shutil
+    import subprocess
+
+    path, config = _alertmanager_config(services)
+    amtool = shutil.which("amtool")
+    assert amtool is not None, (
+        "amtool not found: install Debian's prometheus-alertmanager package (.ci/run does)"
+    )
+    result = subprocess.run(
+        [amtool, "check-config", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Every label it groups and inhibits on is one the objectives' alerts carry.
+    alert_labels = {"alertname", "severity"}
+    for group in _yaml(OBJECTIVE_RULES)["groups"]:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                alert_labels |= set(rule["labels"])
+                alert_labels |= set(re.findall(r"(\w+)=~?\"", rule["expr"])) - {"outcome"}
+    assert set(config["route"]["group_by"]) <= alert_labels
+    for inhibit in config["inhibit_rules"]:
+        assert set(inhibit["equal"]) <= alert_labels
+    # The receiver is the alert-log service, on the port its command listens on.
+    (receiver,) = config["receivers"]
+    (webhook,) = receiver["webhook_configs"]
+    host, port, path_part = _url(webhook["url"])
+    assert host == ALERT_LOG_SERVICE
+    command = _command(services[ALERT_LOG_SERVICE])
+    assert port == int(command[command.index("--port") + 1])
+    assert path_part == "/alerts"
+    assert _host_path(services[ALERT_LOG_SERVICE], command[1]) == ALERT_LOG_SCRIPT
+
+
+def test_the_alert_log_receiver_writes_one_line_per_alert() -> None:
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    from tests.real_processes import free_port, stop_process
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(ALERT_LOG_SCRIPT), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Alertmanager's webhook message, version 4 (prometheus/alertmanager v0.33.1 notify/webhook).
+        message = {
+            "version": "4",
+            "status": "firing",
+            "receiver": "alert-log",
+            "groupKey": "{}:{}",
+            "truncatedAlerts": 0,
+            "alerts": [
+                {
+                    "status": "firing",
+                    "labels": {
+                        "alertname": "ObjectiveBudgetBurn",
+                        "severity": "page",
+                        "service_name": "shop",
+                        "http_request_method": "POST",
+                        "http_route": "/api/products/<int:product_id>/purchase",
+                        "objective": "availability",
+                    },
+                    "annotations": {"summary": "burning"},
+                    "startsAt": "2026-01-01T00:00:00Z",
+                }
+            ],
+        }
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                response = requests.post(f"http://127.0.0.1:{port}/alerts", json=message, timeout=5)
+                break
+            except requests.ConnectionError:
+                assert process.poll() is None, "the alert log exited before listening"
+                assert time.monotonic() < deadline, "the alert log never listened"
+                time.sleep(0.05)
+        assert response.status_code == 200
+        garbage = requests.post(f"http://127.0.0.1:{port}/alerts", data=b"{not json", timeout=5)
+        assert garbage.status_code == 400
+    finally:
+        stop_process(process)
+        output, _ = process.communicate(timeout=10)  # reads and closes both pipes
+    lines = output.splitlines()
+    assert lines == [
+        "FIRING page ObjectiveBudgetBurn shop POST /api/products/<int:product_id>/purchase availability: "
+        "burning (since 2026-01-01T00:00:00Z)"
+    ]
+
+
+def test_the_dashboard_has_an_objectives_row_on_the_generated_series() -> None:
+    dashboard = json.loads(
+        (REPO / "deploy" / "grafana" / "dashboards" / "otel-flask-monitor.json").read_text()
+    )
+    panels = dashboard["panels"]
+    (row,) = [panel for panel in panels if panel["type"] == "row" and panel["title"].startswith("Objectives")]
+    below = [panel for panel in panels if panel["gridPos"]["y"] > row["gridPos"]["y"]]
+    recorded = {
+        rule["record"]
+        for group in _yaml(OBJECTIVE_RULES)["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
+    queried = {
+        name
+        for panel in below
+        for target in panel["targets"]
+        for name, _ in _promql_selectors(target["expr"])
+    }
+    assert queried <= recorded
+    # Attained ratio, budget left (against the target series) and burn rates over the alerts' windows.
+    assert "otel_flask_monitor:objective_errors:ratio_rate30d" in queried
+    assert "otel_flask_monitor:objective_target:ratio" in queried
+    assert {
+        f"otel_flask_monitor:objective_errors:ratio_rate{window}" for window in ("1h", "6h", "1d", "3d")
+    } <= queried
