@@ -34,9 +34,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/backend_down.py
 	$(BIN)/python benchmarks/http_throughput.py
 
-# Deterministic overhead figure (needs Debian's valgrind; about 8 minutes).
+# Deterministic overhead figures, the six variants of benchmarks/variants.py (needs Debian's
+# valgrind; two callgrind runs at a time, about 10 minutes on 2 cores).
 bench-instructions: $(STAMP)
-	$(BIN)/python benchmarks/overhead_instructions.py --variants otel,monitor,monitor-no-logs,monitor-hooks-only --short 100 --long 300
+	$(BIN)/python benchmarks/overhead_instructions.py --short 100 --long 300 --jobs 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
