@@ -35,7 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/http_throughput.py
 
 # Deterministic overhead figures, the six variants of benchmarks/variants.py (needs Debian's
-# valgrind; two callgrind runs at a time, about 10 minutes on 2 cores).
+# valgrind; two callgrind runs at a time: 4 to 11 minutes on 2 cores, with the machine's load).
 bench-instructions: $(STAMP)
 	$(BIN)/python benchmarks/overhead_instructions.py --short 100 --long 300 --jobs 2
 

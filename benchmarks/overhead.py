@@ -4,6 +4,7 @@
     python benchmarks/overhead.py --requests 200 --rounds 2      # quick smoke run
     python benchmarks/overhead.py --variants otel,monitor,monitor-no-logs,monitor-hooks-only
     python benchmarks/overhead.py --variants monitor --profile   # cProfile of the measured rounds
+    python benchmarks/overhead.py --variants monitor,monitor-objectives --rounds 15
 
 Each variant runs in its own process (global OTel providers can be set once per process), serves
 ``GET /api/products/<id>`` through Flask's test client and exports to a local sink in this process

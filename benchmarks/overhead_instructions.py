@@ -20,8 +20,8 @@ luck of the same 200 draws at 0.1.
     python benchmarks/overhead_instructions.py --variants otel,monitor --short 50 --long 200
 
 Needs ``valgrind`` (Debian package). Slow: a run is about 30 s plus 0.2 s per request, and
-``--jobs`` runs (default 2) go in parallel: the six default variants took 10.5 minutes on a loaded
-2-core machine.
+``--jobs`` runs (default 2) go in parallel: the six default variants take 4 to 11 minutes on a
+2-core machine, with its load.
 """
 
 from __future__ import annotations

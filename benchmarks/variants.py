@@ -20,7 +20,7 @@ Variants:
                    record per request, as stock code does.
   monitor-sampled  monitor with the same sampler and OTEL_FLASK_MONITOR_LOG_SAMPLE_RATIO=0.1.
 Opt-in (to see where the monitor's cost goes): monitor-no-logs, monitor-no-span-enrich,
-monitor-hooks-only.
+monitor-span-enrich, monitor-hooks-only, monitor-objectives.
 
 Both OTel variants leave the sampler to ``TracerProvider()``, which reads OTEL_TRACES_SAMPLER(_ARG)
 through ``opentelemetry.sdk.trace.sampling._get_from_env_or_default``; for
@@ -280,6 +280,9 @@ def build_article() -> BuiltApp:
     return BuiltApp(app, article.flush, article.report)
 
 
+OBJECTIVES = {"default": {"availability": 99.9, "latency": {"threshold_ms": 300, "target": 99}}}
+
+
 @dataclass(frozen=True)
 class Variant:
     build: Callable[[], BuiltApp]
@@ -294,12 +297,16 @@ VARIANTS: dict[str, Variant] = {
     "article": Variant(build_article),
     "otel-sampled": Variant(build_otel, SAMPLED_TRACES),
     "monitor-sampled": Variant(build_monitor, SAMPLED_TRACES | {LOG_SAMPLE_RATIO_ENV: "0.1"}, True),
-    # Opt-in: the monitor with consumers switched off.
+    # Opt-in: the monitor with one consumer switched off or on, to see where its cost goes, or with
+    # a latency and an availability objective on the route (docs/objectives.md; needs a monitor that
+    # has the `objectives` option).
     "monitor-no-logs": Variant(lambda: build_monitor(emit_logs=False), uses_monitor=True),
     "monitor-no-span-enrich": Variant(lambda: build_monitor(enrich_spans=False), uses_monitor=True),
+    "monitor-span-enrich": Variant(lambda: build_monitor(enrich_spans=True), uses_monitor=True),
     "monitor-hooks-only": Variant(
         lambda: build_monitor(emit_logs=False, enrich_spans=False), uses_monitor=True
     ),
+    "monitor-objectives": Variant(lambda: build_monitor(objectives=OBJECTIVES), uses_monitor=True),
 }
 DEFAULT_VARIANTS = ("bare", "otel", "monitor", "article", "otel-sampled", "monitor-sampled")
 # numerator, denominator, bound: ratio <= bound passes.
