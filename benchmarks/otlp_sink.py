@@ -31,9 +31,15 @@ def loki_push_lines(body: bytes) -> int:
         labels, values = stream["stream"], stream["values"]
         if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
             raise ValueError("stream labels must be a map of strings")
-        for timestamp_ns, line in values:
-            if not (isinstance(timestamp_ns, str) and timestamp_ns.isdigit() and isinstance(line, str)):
-                raise ValueError('values must be ["<unix ns>", "<line>"] pairs')
+        for value in values:  # [ns, line] or [ns, line, {structured metadata}]
+            timestamp_ns, line = value[0], value[1]
+            if not (
+                len(value) in (2, 3)
+                and isinstance(timestamp_ns, str)
+                and timestamp_ns.isdigit()
+                and isinstance(line, str)
+            ):
+                raise ValueError('values must be ["<unix ns>", "<line>"(, {metadata})]')
             lines += 1
     return lines
 
@@ -50,7 +56,7 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 self.server.note_lines(loki_push_lines(body))
                 status = 204
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, IndexError):
                 status = 400
         self.server.note(self.path, length)
         self.send_response(status)
