@@ -39,9 +39,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/http_throughput.py
 	$(BIN)/python benchmarks/query_redaction.py
 
-# Deterministic overhead figure (needs Debian's valgrind; about 8 minutes).
+# Deterministic overhead figures, the six variants of benchmarks/variants.py (needs Debian's
+# valgrind; two callgrind runs at a time: 4 to 11 minutes on 2 cores, with the machine's load).
 bench-instructions: $(STAMP)
-	$(BIN)/python benchmarks/overhead_instructions.py --variants otel,monitor,monitor-no-logs,monitor-hooks-only --short 100 --long 300
+	$(BIN)/python benchmarks/overhead_instructions.py --short 100 --long 300 --jobs 2
 
 # The compose stack's alert rules, generated from the demo's objectives (a test checks they are current).
 rules: $(STAMP)
