@@ -24,7 +24,8 @@ import psutil
 import pytest
 
 from otel_flask_monitor.aggregates import AggregateStore
-from otel_flask_monitor.multiprocess import Identity, MultiprocessAggregates, process_start_ms
+from otel_flask_monitor.aggregates.multiprocess import MultiprocessAggregates
+from otel_flask_monitor.aggregates.workers import Identity, process_start_ms
 from otel_flask_monitor.record import ExceptionInfo, RequestRecord
 from tests.test_aggregates import FakeClock, make_record
 

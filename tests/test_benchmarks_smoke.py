@@ -66,3 +66,18 @@ def test_http_throughput_against_gunicorn_and_rotel() -> None:
     assert "\nbare " in output, output
     assert "\nmonitored " in output, output
     assert "monitored / bare: req/s" in output
+
+
+def test_aggregates_prints_record_memory_and_stats_figures() -> None:
+    output = run_benchmark("aggregates.py", "--quick")
+
+    assert "AggregateStore.record:" in output, output
+    assert "snapshot() with 200 routes over a full window" in output
+    assert "GET /monitoring/stats with 200 routes" in output
+
+
+def test_multiprocess_merge_checks_the_merged_totals_and_prints_its_figures() -> None:
+    output = run_benchmark("multiprocess_merge.py", "--quick")  # it asserts no request is lost
+
+    assert "one worker's files:" in output, output
+    assert "GET /monitoring/stats merged over 4 workers" in output

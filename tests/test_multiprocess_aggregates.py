@@ -22,7 +22,7 @@ import psutil
 import pytest
 import requests
 
-from otel_flask_monitor.multiprocess import WRITE_INTERVAL_SECONDS
+from otel_flask_monitor.aggregates.multiprocess import WRITE_INTERVAL_SECONDS
 from tests.real_processes import (
     DEMO_APP,
     REPO,

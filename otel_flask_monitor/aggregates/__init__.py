@@ -1,0 +1,30 @@
+"""Rolling-window per-route statistics in bounded memory, per process or merged across workers.
+
+No Flask import anywhere in this package: it is testable on its own. One job per module, data flowing
+down this list:
+
+- ``sketch``: latency buckets on DDSketch's key mapping, and the percentiles read from them;
+- ``counts``: what a slot counts per (method, route) (``counts.COUNTERS``, the one counter list);
+- ``document``: the shape of the ``/monitoring/stats`` document;
+- ``merge``: windows of one or several processes -> the document's numbers, with running sums;
+- ``store``: :class:`AggregateStore`, one process's ring of slots, fed one record at a time;
+- ``wire``: the worker-file schema (JSON, with a format version);
+- ``workers``: which processes are the workers of a server, where their files live, file I/O;
+- ``multiprocess``: the file exchange between the workers of a pre-fork server.
+"""
+
+from __future__ import annotations
+
+from otel_flask_monitor.aggregates.store import (
+    MAX_TEXT_LENGTH,
+    OVERFLOW_METHOD,
+    OVERFLOW_ROUTE,
+    AggregateStore,
+)
+
+__all__ = [
+    "MAX_TEXT_LENGTH",
+    "OVERFLOW_METHOD",
+    "OVERFLOW_ROUTE",
+    "AggregateStore",
+]
