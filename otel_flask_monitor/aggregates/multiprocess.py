@@ -235,10 +235,10 @@ class MultiprocessAggregates:
             shutil.rmtree(directory / identity.name, ignore_errors=True)
 
     def after_fork_in_child(self) -> None:
-        """In a forked child: a new writer with a new identity and an empty store."""
+        """In a forked child: a new writer with a new identity (its store starts afresh on its own:
+        :func:`otel_flask_monitor.aggregates.after_fork_in_child` resets stores first)."""
         was_started = self._thread is not None
         self._stop.set()  # no such thread in a forked child; called in-process, the old one stops
-        self.store.after_fork_in_child()
         self._reset()
         if was_started:
             self.start()
@@ -372,7 +372,8 @@ class MultiprocessAggregates:
 _LIVE_EXCHANGES: Final[weakref.WeakSet[MultiprocessAggregates]] = weakref.WeakSet()
 
 
-def _after_fork_in_child() -> None:
+def reset_exchanges_after_fork() -> None:
+    """In a forked child: every exchange gets a new identity and writer (after the stores' reset)."""
     for exchange in list(_LIVE_EXCHANGES):
         exchange.after_fork_in_child()
 
@@ -381,7 +382,3 @@ def _after_fork_in_child() -> None:
 def _close_all() -> None:
     for exchange in list(_LIVE_EXCHANGES):
         exchange.close()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -97,6 +98,7 @@ class AggregateStore:
         self.slot_count = math.ceil(window_seconds / slot_seconds)
         self.clock = clock
         self._start_afresh()
+        _LIVE_STORES.add(self)
 
     @classmethod
     def from_settings(
@@ -257,3 +259,13 @@ class AggregateStore:
             document = self._merger.document({"": state}, now)
         document["per_process"] = True
         return document
+
+
+_LIVE_STORES: Final[weakref.WeakSet[AggregateStore]] = weakref.WeakSet()
+"""Every store of this process, held weakly: a store goes with its app."""
+
+
+def reset_stores_after_fork() -> None:
+    """In a forked child: every store starts afresh (see :meth:`AggregateStore.after_fork_in_child`)."""
+    for store in list(_LIVE_STORES):
+        store.after_fork_in_child()
