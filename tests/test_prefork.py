@@ -27,6 +27,8 @@ from tests.real_processes import REPO, Gunicorn, base_env, drive, free_port, std
 WORKERS: Final = 4
 REQUESTS: Final = 400
 WAIT_SECONDS: Final = 20.0
+# Float rounding of the exported nanosecond stamp and uptime (both derive from psutil's create time).
+CLOCK_EPSILON_SECONDS: Final = 0.005
 FAST_EXPORT: Final = {
     "OTEL_BLRP_SCHEDULE_DELAY": "100",
     "OTEL_BSP_SCHEDULE_DELAY": "100",
@@ -68,6 +70,8 @@ def test_every_worker_exports_as_its_own_instance(preload: bool, tmp_path: Path)
         with Gunicorn(env, tmp_path, workers=WORKERS, preload=preload) as server:
             workers = server.worker_pids()
             master = server.process.pid
+            # Read while the workers live: after server.stop() their pids are gone.
+            created = {pid: psutil.Process(pid).create_time() for pid in [master, *workers]}
             load = drive(server.base_url, tagged_paths("fork", REQUESTS), concurrency=8)
             # /monitoring/health describes the worker that answers: never the master.
             health_pids = set()
@@ -78,7 +82,7 @@ def test_every_worker_exports_as_its_own_instance(preload: bool, tmp_path: Path)
             deadline = time.monotonic() + WAIT_SECONDS
             while time.monotonic() < deadline:
                 resources = _uptime_by_resource(loki.metric_requests())
-                if {pid for _, pid in resources} >= set(workers):
+                if set(workers) <= {pid for (_, pid), implied in resources.items() if implied}:
                     break
                 time.sleep(0.2)
             entries = loki.wait_for(lambda es: len(es) >= REQUESTS, WAIT_SECONDS, "request records")
@@ -106,15 +110,20 @@ def test_every_worker_exports_as_its_own_instance(preload: bool, tmp_path: Path)
     assert all(len(ids) == 1 for ids in by_pid.values()), dict(by_pid)
     instance_of = {pid: next(iter(ids)) for pid, ids in by_pid.items()}
     assert len(set(instance_of.values())) == len(instance_of), instance_of
-    # The psutil instruments of each worker describe that worker's own process: the create time
-    # implied by its process.uptime is the worker's (a master's handle would give the master's).
-    for (_, pid), implied in resources.items():
-        if pid not in workers or not implied:
-            continue
-        created = psutil.Process(pid).create_time() if psutil.pid_exists(pid) else None
-        if created is not None:
-            assert all(abs(value - created) < 0.5 for value in implied), (pid, created, implied[:3])
-    assert any(implied for (_, pid), implied in resources.items() if pid in workers)
+    # The psutil instruments of each worker describe that worker's own process. process.uptime is
+    # observed in a callback and stamped when the collection ends, so the create time it implies
+    # (stamp - uptime) is the process's own create time plus that short delay: never earlier. A
+    # handle on the master (forked before its workers) would imply an earlier time.
+    implied_by_worker = {pid: implied for (_, pid), implied in resources.items() if pid in workers}
+    assert set(implied_by_worker) == set(workers), (implied_by_worker.keys(), workers)
+    for pid, implied in implied_by_worker.items():
+        assert implied, f"worker {pid} exported no process.uptime"
+        assert all(value >= created[pid] - CLOCK_EPSILON_SECONDS for value in implied), (
+            pid,
+            created[pid],
+            created[master],
+            implied[:3],
+        )
 
     # Request records carry the identity of the worker that served them.
     pairs = {(e.labels.get("service_instance_id"), e.metadata.get("process_pid")) for e in entries}
