@@ -1,20 +1,36 @@
-"""Each benchmark still runs end to end (tiny iteration counts; the figures themselves are not checked)."""
+"""Every benchmark in benchmarks/ still runs end to end (tiny iteration counts; the figures themselves
+are not checked). A missing system tool (wrk, valgrind) fails its test: it never skips."""
 
 from __future__ import annotations
 
-import shutil
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Final
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.real_processes import require_tool
+
+BENCHMARKS: Final = Path(__file__).resolve().parents[1] / "benchmarks"
+# Modules there that are not benchmarks themselves (imported by the others).
+HELPERS: Final = frozenset({"interleave.py", "otlp_sink.py"})
+SMOKE_TESTED: Final = frozenset(
+    {
+        "overhead.py",
+        "backend_down.py",
+        "http_throughput.py",
+        "aggregates.py",
+        "multiprocess_merge.py",
+        "overhead_instructions.py",
+    }
+)
 
 pytestmark = pytest.mark.slow
 
 
-def run_benchmark(script: str, *arguments: str, timeout_seconds: float = 120) -> str:
+def run_benchmark(script: str, *arguments: str, timeout_seconds: float = 180) -> str:
     completed = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), *arguments],
         capture_output=True,
@@ -24,6 +40,11 @@ def run_benchmark(script: str, *arguments: str, timeout_seconds: float = 120) ->
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     return completed.stdout
+
+
+def test_every_benchmark_has_a_smoke_test() -> None:
+    benchmarks = {path.name for path in BENCHMARKS.glob("*.py")} - HELPERS
+    assert benchmarks == SMOKE_TESTED
 
 
 def test_overhead_prints_every_variant_and_both_targets() -> None:
@@ -45,10 +66,42 @@ def test_backend_down_prints_each_variant_and_the_p99_targets() -> None:
     assert "target p99 hung / reachable" in output
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install -y wrk)")
 def test_http_throughput_against_gunicorn_and_rotel() -> None:
+    require_tool(
+        "wrk", "the HTTP throughput benchmark drives gunicorn with wrk (Debian: apt-get install wrk)"
+    )
     output = run_benchmark("http_throughput.py", "--duration", "1", "--repeats", "1")
 
     assert "\nbare " in output, output
     assert "\nmonitored " in output, output
     assert "monitored / bare: req/s" in output
+
+
+def test_aggregates_prints_record_cost_memory_and_stats_figures() -> None:
+    output = run_benchmark("aggregates.py", "--quick")
+
+    assert "AggregateStore.record:" in output, output
+    assert "snapshot() with 200 routes" in output, output
+    assert "GET /monitoring/stats with 200 routes" in output, output
+    assert "AggregateStore.record with the store full" in output, output
+
+
+def test_multiprocess_merge_prints_the_merged_stats_cost() -> None:
+    output = run_benchmark("multiprocess_merge.py", "--quick")
+
+    assert "4 stores filled" in output, output
+    assert "one worker's files" in output, output
+    assert "GET /monitoring/stats merged over 4 workers" in output, output
+
+
+def test_overhead_instructions_counts_under_callgrind() -> None:
+    require_tool(
+        "valgrind", "the instruction-count benchmark runs under callgrind (Debian: apt-get install valgrind)"
+    )
+    # One variant, 0 vs 1 request after 1 of warm-up: two short callgrind runs side by side.
+    output = run_benchmark(
+        "overhead_instructions.py", "--variants", "monitor", "--short", "0", "--long", "1", "--warmup", "1"
+    )
+
+    assert re.search(r"^monitor: \d+ / \d+ instructions -> [\d,]+ per request$", output, re.MULTILINE), output
+    assert "instructions per request (0 vs 1 requests)" in output, output
