@@ -37,7 +37,6 @@ from werkzeug.test import EnvironBuilder
 from otel_flask_monitor import get_state
 from otel_flask_monitor.aggregates import (
     KNOWN_METHODS,
-    MAX_TEXT_LENGTH,
     OTHER_METHOD,
     OVERFLOW_METHOD,
     OVERFLOW_ROUTE,
@@ -53,6 +52,7 @@ METHOD_LIMIT = 32  # hooks.py cuts the method to 32 characters
 # The body line is "<METHOD> <route or path> <status> <duration> ms": method and path are capped,
 # the rest is a status code and a number.
 BODY_LIMIT = METHOD_LIMIT + ATTRIBUTE_LIMIT + 48
+RECENT_ERROR_TEXT_LIMIT = 300  # docs/dashboard.md: recent errors' path and user_agent cut to 300 characters
 LOKI_STRUCTURED_METADATA_BYTES = 64 * 1024  # Loki's default per-line limit (docs/log-schema.md)
 
 EXAMPLES = int(os.environ.get("HOSTILE_INPUT_EXAMPLES", "200"))
@@ -624,7 +624,7 @@ def test_cardinality_attack_leaves_aggregates_memory_and_index_labels_bounded() 
     # clipped), and nothing in the process grows with the number of distinct paths.
     kept = [obj for obj in reachable(store) if isinstance(obj, str) and "/atk" in obj]
     assert len(kept) <= 2 * get_state(app).settings.recent_errors
-    assert all(len(text) <= MAX_TEXT_LENGTH for text in kept)
+    assert all(len(text) <= RECENT_ERROR_TEXT_LIMIT for text in kept)
     assert memory_growth < ATTACK_MEMORY_BOUND
     # Loki: one record per request; paths only in the attributes (structured metadata), the
     # resource (where the index labels come from) the same on every record and free of paths.
@@ -645,7 +645,7 @@ DATA_MARKERS = ("routes", "recent_errors", "system_metrics", "telemetry", "inter
 REMOTE_PATHS = ("/stats", "/health", "/dashboard", "/", "", "/static/dashboard.js", "/static/dashboard.css")
 # Bytes of JSON per element of /monitoring/stats beside its texts (measured: 252, 170 and 121).
 STATS_ROUTE_ROW_BYTES = 400  # counters, rates, three latencies; plus the route (max_attribute_length)
-RECENT_ERROR_BYTES = 300  # plus the route, and path and user agent clipped to MAX_TEXT_LENGTH
+RECENT_ERROR_BYTES = 300  # plus the route, and path and user agent clipped to RECENT_ERROR_TEXT_LIMIT
 TIMELINE_ENTRY_BYTES = 200
 
 
@@ -776,7 +776,7 @@ def stats_bound(app: Flask) -> int:
         + (settings_.max_routes + 1) * (STATS_ROUTE_ROW_BYTES + settings_.max_attribute_length)
         + 2
         * settings_.recent_errors
-        * (RECENT_ERROR_BYTES + settings_.max_attribute_length + 2 * MAX_TEXT_LENGTH)
+        * (RECENT_ERROR_BYTES + settings_.max_attribute_length + 2 * RECENT_ERROR_TEXT_LIMIT)
         + state.aggregates.slot_count * TIMELINE_ENTRY_BYTES
     )
 
