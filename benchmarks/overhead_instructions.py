@@ -13,8 +13,7 @@ long run by a minute, which would charge that work to requests.
     python benchmarks/overhead_instructions.py                      # otel,monitor; 100 and 400 requests
     python benchmarks/overhead_instructions.py --variants bare,otel,monitor,article --short 50 --long 200
 
-Needs ``valgrind`` (Debian package). Slow: about 30 s plus 0.2 s per request per run; the short and
-long run of a variant run side by side.
+Needs ``valgrind`` (Debian package). Slow: about 30 s plus 0.2 s per request per run.
 """
 
 from __future__ import annotations
@@ -25,14 +24,13 @@ import re
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 WARMUP_REQUESTS = 50
 
 
-def run_child(variant: str, requests: int, warmup: int) -> None:
+def run_child(variant: str, requests: int) -> None:
     sys.path.insert(0, str(HERE))
     import overhead
 
@@ -43,7 +41,7 @@ def run_child(variant: str, requests: int, warmup: int) -> None:
     process_sampler().interval_seconds = 10**6
     app = overhead.build(variant)
     client = app.test_client()
-    for index in range(warmup):
+    for index in range(WARMUP_REQUESTS):
         client.get(f"/api/products/{index % 8 + 1}")
     overhead.flush_spans_and_logs()
     for index in range(requests):
@@ -51,7 +49,7 @@ def run_child(variant: str, requests: int, warmup: int) -> None:
     overhead.flush_spans_and_logs()
 
 
-def count_instructions(variant: str, requests: int, warmup: int, env: dict[str, str]) -> int:
+def count_instructions(variant: str, requests: int, env: dict[str, str]) -> int:
     command = [
         "valgrind",
         "--tool=callgrind",
@@ -61,7 +59,6 @@ def count_instructions(variant: str, requests: int, warmup: int, env: dict[str, 
         "--child",
         variant,
         str(requests),
-        str(warmup),
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=1800)
     found = re.search(r"Collected : (\d+)", done.stderr)
@@ -77,13 +74,10 @@ def main() -> None:
     parser.add_argument("--variants", default="otel,monitor")
     parser.add_argument("--short", type=int, default=100, help="requests of the short run")
     parser.add_argument("--long", type=int, default=400, help="requests of the long run")
-    parser.add_argument(
-        "--warmup", type=int, default=WARMUP_REQUESTS, help="requests before either run is counted"
-    )
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.child:
-        run_child(arguments.child[0], int(arguments.child[1]), int(arguments.child[2]))
+        run_child(arguments.child[0], int(arguments.child[1]))
         return
     if shutil.which("valgrind") is None:
         parser.error("valgrind is not installed (Debian: apt-get install valgrind)")
@@ -104,11 +98,8 @@ def main() -> None:
             "PYTHONHASHSEED": "0",
         }
         for variant in (name.strip() for name in arguments.variants.split(",") if name.strip()):
-            # The counts do not depend on what else runs: the two runs share the machine's cores.
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                short_run = pool.submit(count_instructions, variant, arguments.short, arguments.warmup, env)
-                long_run = pool.submit(count_instructions, variant, arguments.long, arguments.warmup, env)
-                short, long = short_run.result(), long_run.result()
+            short = count_instructions(variant, arguments.short, env)
+            long = count_instructions(variant, arguments.long, env)
             per_request[variant] = (long - short) / (arguments.long - arguments.short)
             print(
                 f"{variant}: {short} / {long} instructions -> {per_request[variant]:,.0f} per request",
