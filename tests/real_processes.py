@@ -282,6 +282,13 @@ class Rotel:
         """The end of what the current rotel-agent printed (for failure messages)."""
         return (self.log_dir / f"rotel-{self._starts}.out").read_text(errors="replace")[-3000:]
 
+    def stop(self) -> int | None:
+        """SIGTERM: rotel forwards what it has batched, then exits (seen: records held by a 20 s batch
+        timeout arrive before it exits). Returns its exit code, None if it had to be killed."""
+        if self.process is None:
+            return None
+        return stop_process(self.process, signal.SIGTERM, STOP_TIMEOUT_SECONDS)
+
     def kill(self) -> None:
         """SIGKILL: a crash, not a shutdown (what it had buffered is gone)."""
         if self.process is not None and self.process.poll() is None:
@@ -319,7 +326,7 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[max(math.ceil(fraction * len(ordered)) - 1, 0)]
 
 
-def drive(base_url: str, paths: list[str], concurrency: int = 8, timeout: float = 10.0) -> Load:
+def drive(base_url: str, paths: list[str], concurrency: int = 8, timeout: float = 30.0) -> Load:
     """Send every path once (GET) from ``concurrency`` threads; a failure is an error or a 5xx."""
     local = threading.local()
 

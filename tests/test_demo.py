@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -26,6 +27,7 @@ from tests.real_processes import free_port, stop_process
 
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 REPO_ROOT = Path(__file__).resolve().parents[1]
+STARTUP_SECONDS = 60.0  # a deadline for what certainly happens; only a broken demo waits it out
 
 
 @pytest.fixture
@@ -341,10 +343,10 @@ def test_module_serves_and_prints_the_banner_once_without_a_collector(
     assert banner[0] == f"shop demo:  http://127.0.0.1:{port}/api/products\n"
     assert banner[1] == f"dashboard:  http://127.0.0.1:{port}/monitoring/dashboard\n"
     assert all("NOT reachable" in line for line in banner[2:5]), banner
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + STARTUP_SECONDS
     while True:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/products", timeout=2) as response:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/products", timeout=5) as response:
                 assert response.status == 200
                 assert TRACE_ID.match(response.headers["X-Trace-Id"])
             break
@@ -352,7 +354,14 @@ def test_module_serves_and_prints_the_banner_once_without_a_collector(
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
-    time.sleep(0.5)  # a batch export to the closed port has been attempted by now
+    # An export to the closed port has failed (health says so) and still nothing is printed again.
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/monitoring/health", timeout=5) as response:
+            if json.load(response)["telemetry"]["healthy"] is False:
+                break
+        assert time.monotonic() < deadline, "no failed export seen in /monitoring/health"
+        time.sleep(0.1)
     process.terminate()
     rest, _ = process.communicate(timeout=15)
     assert "shop demo:" not in rest  # printed once

@@ -844,6 +844,9 @@ def test_query_parameters_on_the_monitoring_routes_change_nothing(query: str) ->
         assert queried.status_code == plain.status_code == 200
         assert _stable(queried.get_json()) == _stable(plain.get_json())
         assert len(queried.get_data()) <= bound
-        assert seconds < 5.0  # 4-35 ms measured, 0.4 s for 120 KB (werkzeug decoding the URL)
+        # A deadline, not a speed target (those live in benchmarks/): 4-35 ms measured, 0.4 s for
+        # 120 KB (werkzeug decoding the URL); work growing with the square of the query would take
+        # minutes.
+        assert seconds < 30.0
     # Only a JSONP-style callback could turn the JSON into script; none is honoured.
     assert client.get("/monitoring/stats?callback=alert").mimetype == "application/json"
