@@ -111,3 +111,17 @@ def test_an_export_begun_before_the_recovery_that_fails_after_it_is_no_new_outag
     snapshot = {s.signal: s for s in health.snapshot()}
     assert snapshot["logs"].failed == 5
     assert snapshot["traces"].failed == 2
+
+
+def test_an_exporter_that_raises_counts_as_a_failed_export(health: ExportHealth) -> None:
+    def broken_exporter() -> str:
+        raise ConnectionResetError("the Collector hung up")
+
+    result = tracked_export(
+        health, signal="logs", count=3, export=broken_exporter, success="ok", failure="failed"
+    )
+
+    assert result == "failed"
+    assert health.failing
+    assert {s.signal: s.failed for s in health.snapshot()} == {"logs": 3, "traces": 0}
+    assert health.as_dict()["last_error"] == "ConnectionResetError: the Collector hung up"

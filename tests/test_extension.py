@@ -141,17 +141,21 @@ def test_a_failing_consumer_never_reaches_the_request_nor_the_other_consumers(
     assert counted == (0 if broken == "aggregates" else 3)
 
 
+@pytest.mark.parametrize(
+    ("method", "hook"),
+    [("is_excluded", "before_request hook"), ("_build_record", "teardown_request hook")],
+)
 def test_a_failing_hook_never_reaches_the_request(
-    monkeypatch: pytest.MonkeyPatch, exported: Exported
+    monkeypatch: pytest.MonkeyPatch, exported: Exported, method: str, hook: str
 ) -> None:
     from otel_flask_monitor import hooks
 
-    def broken_record(*_: object) -> None:
-        raise RuntimeError("record builder exploded")
+    def broken(*_: object) -> None:
+        raise RuntimeError(f"{method} exploded")
 
-    monkeypatch.setattr(hooks.RequestLifecycle, "_build_record", broken_record)
+    monkeypatch.setattr(hooks.RequestLifecycle, method, broken)
     app = build_app()
 
     assert app.test_client().get("/items/1").get_json() == {"id": 1}
     assert app.test_client().get("/boom").status_code == 500
-    assert get_state(app).failures.counts() == {"teardown_request hook": 2}
+    assert get_state(app).failures.counts() == {hook: 2}

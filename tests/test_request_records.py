@@ -219,22 +219,6 @@ def test_severity_follows_the_status_and_exceptions(
     assert entry.metadata["detected_level"] == loki_level
 
 
-def test_an_exception_is_an_error_whatever_status_the_app_answers(exported: Exported) -> None:
-    app = build_app(monitor=False)
-
-    @app.errorhandler(500)
-    def calm_answer(_: Exception) -> tuple[str, int]:
-        return "all is well", 200
-
-    FlaskMonitor(app)
-    assert app.test_client().get("/boom").status_code == 200
-
-    log = only(exported.request_logs()).log_record
-    assert log.severity_number == SeverityNumber.ERROR
-    assert log.severity_text == "ERROR"
-    assert dict(log.attributes or {})["exception.type"] == "tests.apps.ShopError"
-
-
 def test_method_not_allowed_and_malformed_json_keep_their_answers(app: Flask, exported: Exported) -> None:
     client = app.test_client()
     bare = build_app(monitor=False).test_client()
@@ -279,17 +263,24 @@ def test_app_error_handler_takes_precedence(exported: Exported) -> None:
     assert only(exported.request_logs()).log_record.severity_number == SeverityNumber.ERROR
 
 
-def test_app_500_handler_registered_before_the_monitor_wins(exported: Exported) -> None:
+@pytest.mark.parametrize("status", [500, 200])
+def test_app_500_handler_registered_before_the_monitor_wins(exported: Exported, status: int) -> None:
     app = build_app(monitor=False)
 
     @app.errorhandler(500)
     def own_500(error: Exception) -> tuple[str, int]:
-        return "our own 500 page", 500
+        return "our own 500 page", status
 
     FlaskMonitor(app)
     response = app.test_client().get("/boom")
 
+    assert response.status_code == status
     assert response.data == b"our own 500 page"
+    # An unhandled exception is an error whatever status the app's handler answers with.
+    log = only(exported.request_logs()).log_record
+    assert log.severity_number == SeverityNumber.ERROR
+    assert log.severity_text == "ERROR"
+    assert dict(log.attributes or {})["exception.type"] == "tests.apps.ShopError"
 
 
 def test_excluded_paths_produce_nothing(exported: Exported) -> None:
