@@ -151,6 +151,7 @@ def test_forked_child_reports_its_own_process(
                 "rss_metric": single_value(points, "process.memory.usage"),
                 "child_rss": psutil.Process().memory_info().rss,
                 "create_time": sample.create_time_unix,
+                "own_create_time": psutil.Process().create_time(),
                 "running": sampler.running,
             }
         except BaseException as error:
@@ -177,6 +178,7 @@ def test_forked_child_reports_its_own_process(
     assert report["pid"] == child != parent_pid
     assert report["sample_pid"] == child
     assert report["rss_metric"] == pytest.approx(report["child_rss"], rel=0.2)
-    assert report["create_time"] >= psutil.Process().create_time()
+    # The child's own start, not the parent's (a handle kept from before the fork would give that).
+    assert report["create_time"] == report["own_create_time"] != psutil.Process().create_time()
     assert report["running"]
     assert sampler.latest().pid == parent_pid  # the parent keeps its own
