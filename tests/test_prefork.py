@@ -134,8 +134,9 @@ def test_every_worker_exports_as_its_own_instance(preload: bool, tmp_path: Path)
     assert len(pairs) > 1, "all records came from one worker: the load did not spread"
 
 
-# Forks a process whose monitor set up its providers, with the export-health lock held by another
-# thread at the moment of the fork; the child must start as a new instance with zeroed counts.
+# Forks a process whose monitor set up its providers, with the export-health lock and the metric
+# reader's export lock held by another thread at the moment of the fork (a metrics export in flight);
+# the child must start as a new instance with zeroed counts, able to export metrics.
 _FORK_SCRIPT: Final = r"""
 import json, os, signal, sys, threading, time
 from otel_flask_monitor import telemetry
@@ -154,9 +155,12 @@ def identity():
     return out
 
 parent = {"pid": os.getpid(), "identity": identity()}
+readers = [reader for provider in telemetry.owned_providers()
+           for reader in getattr(provider, "_metric_readers", ())]
+assert readers, "no metric reader to hold"
 locked, release = threading.Event(), threading.Event()
 def hold():
-    with health._lock:
+    with health._lock, readers[0]._export_lock:
         locked.set()
         release.wait(10)
 holder = threading.Thread(target=hold, daemon=True)
@@ -168,7 +172,9 @@ if child == 0:
     signal.alarm(10)  # a deadlock ends the child instead of the test
     os.close(read)
     health.record_success("logs", 1)
-    report = {"pid": os.getpid(), "identity": identity(), "health": health.as_dict()}
+    can_export_metrics = all(reader._export_lock.acquire(timeout=2) for reader in readers)
+    report = {"pid": os.getpid(), "identity": identity(), "health": health.as_dict(),
+              "can_export_metrics": can_export_metrics}
     os.write(write, json.dumps(report).encode())
     os._exit(0)
 os.close(write)
@@ -210,6 +216,7 @@ def test_forked_child_is_a_new_instance_with_its_own_counts() -> None:
     assert len(child_ids) == 1
     assert parent_ids != child_ids
 
+    assert child["can_export_metrics"] is True, "the child's metric reader waits on the parent's export"
     counts = {s["signal"]: s for s in child["health"]["signals"]}
     assert counts["logs"]["failed"] == 0
     assert counts["logs"]["exported"] == 1
