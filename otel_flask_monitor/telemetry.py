@@ -323,6 +323,15 @@ def _after_fork_in_child() -> None:
             _logger.debug("renewing the resource of %r after fork failed", provider, exc_info=True)
 
 
+def _import_what_exports_import() -> None:
+    """requests imports ``netrc`` on its first request. Imported by an exporter thread while a pre-fork
+    server forks a worker, the module's import lock stays held in the child, and every exporter of
+    the worker waits on it forever (seen under gunicorn ``--preload``: the worker's span and metric
+    export threads stuck in importlib's ``_lock_unlock_module``). Imported here, before the exporter
+    threads start, it leaves them nothing to import (tests/test_prefork.py checks that)."""
+    import netrc  # noqa: F401
+
+
 def _renew_export_lock(reader: Any) -> None:
     """The SDK's PeriodicExportingMetricReader (1.45) restarts its thread in a forked child but keeps
     the lock it holds around every export: forked while the parent's thread was exporting (gunicorn
@@ -422,6 +431,7 @@ def setup_telemetry(
             for signal in ("traces", "logs", "metrics"):
                 otlp_protocol(signal)  # a bad protocol fails init_app before anything is set up
             _PROCESS.setup_done = True
+            _import_what_exports_import()
             resource = build_resource(service_name, fallback_service_name)
             if not tracer_provider_configured():
                 _PROCESS.owned.append(_setup_traces(resource, _PROCESS.health, attribute_length_limit))

@@ -225,3 +225,40 @@ def test_forked_child_is_a_new_instance_with_its_own_counts() -> None:
     parent_counts = {s["signal"]: s for s in result["parent_health"]["signals"]}
     assert parent_counts["logs"]["failed"] == 7
     assert parent_counts["traces"]["dropped"] == 3
+
+
+# Sets up the monitor's providers, serves one request, then flushes every signal to a receiver: the
+# exports must import nothing. A module an exporter thread imports lazily keeps its import lock held
+# in a child forked during that import (CPython), and the child's exporters then wait on it forever.
+_LAZY_IMPORT_SCRIPT: Final = r"""
+import json, sys
+from flask import Flask
+from otel_flask_monitor import FlaskMonitor, telemetry
+
+app = Flask("lazy-imports")
+app.get("/")(lambda: "ok")
+FlaskMonitor(app)
+assert app.test_client().get("/").status_code == 200
+before = set(sys.modules)
+flushed = [provider.force_flush() for provider in telemetry.owned_providers()]
+print(json.dumps({"flushed": flushed, "imported": sorted(set(sys.modules) - before)}))
+"""
+
+
+def test_exporting_imports_no_module_a_fork_could_catch_half_imported() -> None:
+    with LokiReceiver(path_prefix="") as receiver:
+        done = subprocess.run(
+            [sys.executable, "-c", _LAZY_IMPORT_SCRIPT],
+            env=base_env(receiver.base_url, OTEL_METRIC_EXPORT_INTERVAL="60000"),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert receiver.log_requests(), "the flush exported nothing: the test would show nothing"
+
+    assert result["flushed"] == [True, True, True]
+    assert result["imported"] == []
