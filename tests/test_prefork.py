@@ -188,12 +188,11 @@ print(json.dumps({"parent": parent, "child": json.loads(data or b"null"), "statu
 """
 
 
-def test_forked_child_is_a_new_instance_with_its_own_counts() -> None:
-    closed_port = free_port()
-    env = base_env(f"http://127.0.0.1:{closed_port}", OTEL_METRIC_EXPORT_INTERVAL="60000")
+def run_script(script: str, endpoint: str) -> dict[str, Any]:
+    """``python -c script`` exporting to ``endpoint``; the JSON document it prints last."""
     done = subprocess.run(
-        [sys.executable, "-c", _FORK_SCRIPT],
-        env=env,
+        [sys.executable, "-c", script],
+        env=base_env(endpoint, OTEL_METRIC_EXPORT_INTERVAL="60000"),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -201,7 +200,12 @@ def test_forked_child_is_a_new_instance_with_its_own_counts() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_forked_child_is_a_new_instance_with_its_own_counts() -> None:
+    result = run_script(_FORK_SCRIPT, f"http://127.0.0.1:{free_port()}")
     parent, child = result["parent"], result["child"]
     assert result["status"] == 0, result
     assert child is not None, result
@@ -247,17 +251,7 @@ print(json.dumps({"flushed": flushed, "imported": sorted(set(sys.modules) - befo
 
 def test_exporting_imports_no_module_a_fork_could_catch_half_imported() -> None:
     with LokiReceiver(path_prefix="") as receiver:
-        done = subprocess.run(
-            [sys.executable, "-c", _LAZY_IMPORT_SCRIPT],
-            env=base_env(receiver.base_url, OTEL_METRIC_EXPORT_INTERVAL="60000"),
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result = run_script(_LAZY_IMPORT_SCRIPT, receiver.base_url)
         assert receiver.log_requests(), "the flush exported nothing: the test would show nothing"
 
     assert result["flushed"] == [True, True, True]
