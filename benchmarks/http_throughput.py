@@ -1,14 +1,17 @@
-"""HTTP throughput and latency through gunicorn: the demo bare vs monitored, load from wrk, on 127.0.0.1.
+"""HTTP throughput and latency through gunicorn: the demo bare, with stock OTel, monitored; wrk on 127.0.0.1.
 
-    python benchmarks/http_throughput.py                          # 3 x 10 s per server
+    python benchmarks/http_throughput.py                          # 3 x 10 s per server (about 2 minutes)
     python benchmarks/http_throughput.py --duration 1 --repeats 1     # quick smoke run
 
-Both servers are the shop demo under gunicorn (2 sync workers): ``create_app(monitored=False)`` and
-``create_app()``. The monitored one exports OTLP/HTTP to a real Collector process, rotel (PyPI
-``rotel``; its ``rotel-agent`` binary), started here with the blackhole exporter so the Collector
-receives, decodes and batches everything but sends it nowhere. wrk (Debian ``wrk``) runs short
-alternating runs against each server, and the table gives the median of the runs. Load generator,
-workers and Collector share the machine's CPUs, as they would on a small host.
+The three servers are the shop demo under gunicorn (2 sync workers): ``create_app(monitored=False)``
+(bare), the same with stock OpenTelemetry (``variants.otel_only_demo``: FlaskInstrumentor,
+providers for the three signals with batch OTLP/HTTP exporters, one 3-attribute log record per
+request, as the ``otel`` variant of overhead.py) and ``create_app()`` (monitored). Both OTel servers
+export OTLP/HTTP to a real Collector process, rotel (PyPI ``rotel``; its ``rotel-agent`` binary),
+started here with the blackhole exporter so the Collector receives, decodes and batches everything
+but sends it nowhere. wrk (Debian ``wrk``) runs short runs against each server in rotating order,
+and the table gives the median of the runs. Load generator, workers and Collector share the
+machine's CPUs, as they would on a small host. Target: monitored / otel-only req/s >= 0.90.
 """
 
 from __future__ import annotations
@@ -31,8 +34,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from variants import verdict
+
 BARE_APP = "otel_flask_monitor.demo.app:create_app(monitored=False)"
+OTEL_ONLY_APP = "variants:otel_only_demo()"  # imported from this directory (gunicorn --pythonpath)
 MONITORED_APP = "otel_flask_monitor.demo.app:create_app()"
+SERVERS = ("bare", "otel-only", "monitored")
+TARGET_MONITORED_PER_OTEL_ONLY = 0.90
 _UNIT_SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 
 
@@ -109,6 +117,7 @@ def gunicorn_command(app: str, port: int, workers: int) -> list[str]:
     from gunicorn.config import KNOWN_SETTINGS
 
     command = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"127.0.0.1:{port}"]
+    command += ["--pythonpath", str(Path(__file__).resolve().parent)]
     # gunicorn >= 24 opens a control socket at one fixed path per user; two servers would collide.
     if any(setting.name == "control_socket_disable" for setting in KNOWN_SETTINGS):
         command.append("--no-control-socket")
@@ -186,25 +195,31 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
 
-    results: dict[str, list[dict[str, float]]] = {"bare": [], "monitored": []}
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in SERVERS}
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="http-throughput-") as tmp:
         workdir = Path(tmp)
         with collector(workdir) as endpoint:
-            monitored_env = base_environment() | {
+            otel_env = base_environment() | {
                 "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             }
             with (
                 gunicorn(BARE_APP, arguments.workers, base_environment(), workdir / "bare.log") as bare_port,
                 gunicorn(
-                    MONITORED_APP, arguments.workers, monitored_env, workdir / "mon.log"
-                ) as monitored_port,
+                    OTEL_ONLY_APP,
+                    arguments.workers,
+                    otel_env | {"OTEL_SERVICE_NAME": "shop"},
+                    workdir / "otel.log",
+                ) as otel_port,
+                gunicorn(MONITORED_APP, arguments.workers, otel_env, workdir / "mon.log") as monitored_port,
             ):
-                ports = {"bare": bare_port, "monitored": monitored_port}
+                ports = {"bare": bare_port, "otel-only": otel_port, "monitored": monitored_port}
                 for port in ports.values():  # warm-up: imports, first requests, exporters
                     run_wrk(f"http://127.0.0.1:{port}{arguments.path}", 1, arguments.connections, 1)
                 for repeat in range(arguments.repeats):
-                    order = list(ports.items()) if repeat % 2 == 0 else list(reversed(ports.items()))
+                    shift = repeat % len(ports)
+                    order = [*ports.items()][shift:] + [*ports.items()][:shift]
                     for name, port in order:
                         url = f"http://127.0.0.1:{port}{arguments.path}"
                         results[name].append(
@@ -214,6 +229,7 @@ def main() -> None:
                 time.sleep(1.5)  # one batch-export interval, so the health below includes the runs
                 health = export_health(monitored_port)
     print_table(results, arguments)
+    print(f"({time.monotonic() - started:.0f} s wall)")
     if health is not None:
         print("monitored worker's export health:", json.dumps(health.get("telemetry", health))[:800])
 
@@ -233,11 +249,15 @@ def print_table(results: dict[str, list[dict[str, float]]], arguments: argparse.
             f"{name:<10} {figures['rps']:>9.0f} {figures['p50_ms']:>8.2f} {figures['p99_ms']:>8.2f} "
             f"{sum(run['non_2xx'] for run in results[name]):>8.0f}"
         )
-    bare, monitored = median["bare"], median["monitored"]
-    print(
-        f"monitored / bare: req/s {monitored['rps'] / bare['rps']:.2f}, "
-        f"p50 {monitored['p50_ms'] / bare['p50_ms']:.2f}, p99 {monitored['p99_ms'] / bare['p99_ms']:.2f}"
-    )
+    monitored = median["monitored"]
+    for base in ("bare", "otel-only"):
+        print(
+            f"monitored / {base}: req/s {monitored['rps'] / median[base]['rps']:.2f}, "
+            f"p50 {monitored['p50_ms'] / median[base]['p50_ms']:.2f}, "
+            f"p99 {monitored['p99_ms'] / median[base]['p99_ms']:.2f}"
+        )
+    ratio = monitored["rps"] / median["otel-only"]["rps"]
+    print(verdict("monitored / otel-only req/s", ratio, TARGET_MONITORED_PER_OTEL_ONLY, at_least=True))
 
 
 if __name__ == "__main__":

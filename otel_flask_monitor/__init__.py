@@ -8,6 +8,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from otel_flask_monitor.aggregates import AggregateStore
+from otel_flask_monitor.objectives import Availability, Latency, objective
 from otel_flask_monitor.record import ExceptionInfo, RequestRecord
 
 if TYPE_CHECKING:
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from otel_flask_monitor.extension import FlaskMonitor, get_state
 
 # Names whose modules import Flask load on first use, so that the Flask-free parts
-# (``otel_flask_monitor.aggregates``, ``otel_flask_monitor.record``) import without Flask.
+# (``otel_flask_monitor.aggregates``, ``.objectives``, ``.record``) import without Flask.
 _LAZY = {
     "ConfigError": "otel_flask_monitor.config",
     "MonitorSettings": "otel_flask_monitor.config",
@@ -35,11 +36,14 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AggregateStore",
+    "Availability",
     "ConfigError",
     "ExceptionInfo",
     "FlaskMonitor",
+    "Latency",
     "MonitorSettings",
     "RequestRecord",
     "__version__",
     "get_state",
+    "objective",
 ]

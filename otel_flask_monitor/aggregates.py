@@ -542,6 +542,12 @@ class AggregateStore:
             return key
         return (OVERFLOW_METHOD, OVERFLOW_ROUTE)
 
+    @property
+    def has_recorded(self) -> bool:
+        """Whether any request was recorded since the store started (or the process forked): a slot
+        leaves the ring only when a newer one takes its place, never empty-handed."""
+        return any(slot is not None for slot in self._ring)
+
     def window_state(self) -> WindowState:
         """A consistent view of the window: the closed slots as they are (immutable), a copy of the
         slot still written, the recent errors. Holds the recording lock only for the copy."""

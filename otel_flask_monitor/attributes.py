@@ -38,6 +38,7 @@ def request_attributes(record: RequestRecord) -> Mapping[str, AttributeValue]:
 def _build_request_attributes(record: RequestRecord) -> dict[str, AttributeValue]:
     candidates: dict[str, AttributeValue | None] = {
         "http.request.method": record.method,
+        "http.request.method_original": record.method_original,
         "http.route": record.route,
         "url.path": record.path,
         "url.query": record.query or None,
@@ -51,6 +52,8 @@ def _build_request_attributes(record: RequestRecord) -> dict[str, AttributeValue
         "server.address": record.server_address,
         "duration_ms": round(record.duration_ms, 3),
         "cpu_ms": round(record.cpu_ms, 3),
+        "response_streamed": True if record.streamed else None,
+        "response_cut_short": record.cut_short,
     }
     if record.is_server_error:
         candidates["error.type"] = record.exception.type if record.exception else str(record.status_code)
@@ -59,10 +62,11 @@ def _build_request_attributes(record: RequestRecord) -> dict[str, AttributeValue
     return {key: value for key, value in candidates.items() if value is not None}
 
 
-# What the Flask instrumentation does not put on its server span itself. Method, route, path, query,
-# scheme, status, client, user agent and host are there already, in the naming the user selects with
-# OTEL_SEMCONV_STABILITY_OPT_IN; writing them again under a second naming would cost every span
-# about 40 us of CPU (mostly OTLP encoding) and half a kilobyte.
+# What the Flask instrumentation does not put on its server span itself (opt-in: ``enrich_spans``).
+# Method, route, path, query, scheme, status, client, user agent and host are there already, in the
+# naming the user selects with OTEL_SEMCONV_STABILITY_OPT_IN; writing them again under a second
+# naming would cost every span about 40 us of CPU (mostly OTLP encoding) and half a kilobyte.
+# ``response_cut_short`` is known only after the span has ended, so it never reaches a span.
 SPAN_ATTRIBUTE_NAMES: Final = frozenset(
     {
         "http.request.body.size",
@@ -71,12 +75,14 @@ SPAN_ATTRIBUTE_NAMES: Final = frozenset(
         "duration_ms",
         "cpu_ms",
         "error.type",
+        "response_streamed",
     }
 )
 
 
 def span_attributes(record: RequestRecord) -> dict[str, AttributeValue]:
-    """The monitor's additions to the instrumentation's server span."""
+    """The monitor's candidate additions to the instrumentation's server span (the span consumer
+    writes only those the span does not carry yet)."""
     return {
         key: value
         for key, value in request_attributes(record).items()

@@ -16,6 +16,8 @@ from typing import Any, Final
 
 from flask import Request
 
+from otel_flask_monitor.objectives import NO_OBJECTIVES, ObjectiveError, ObjectivePolicy, parse_objectives
+
 AccessCheck = Callable[[Request], bool]
 
 ENV_PREFIX: Final = "OTEL_FLASK_MONITOR_"
@@ -34,20 +36,39 @@ DEFAULT_REDACTED_HEADERS: Final = (
     "x-amz-security-token",
 )
 
-# Matched with re.search, case-insensitively, against each query parameter name. Over-redaction
-# (``monkey`` matches ``key$``) is the safe failure.
+# Matched with re.search, case-insensitively, against each decoded query parameter name; over-redaction
+# (`key$` matches `monkey`, `auth` matches `author`) is the safe failure. Where each comes from is in
+# docs/configuration.md ("What is redacted by default").
 DEFAULT_REDACTED_QUERY_PARAMS: Final = (
+    # Apitally's default query masks (apitally-py, apitally/client/request_logging.py).
+    "auth",
+    "api[-_]?key",
+    "secret",
     "token",
     "passw",
     "pwd",
-    "secret",
-    "api[-_]?key",
+    # Sentry's default denylist (sentry-python, sentry_sdk/scrubber.py, from Relay's defaults).
+    "credential",
     "key$",
+    "session",
+    "sessid",
+    "^sid$",
+    "csrf",
+    "xsrf",
+    # OWASP Logging Cheat Sheet, "Data to exclude": access tokens, session identifiers, passwords.
+    "^access$",
+    "bearer",
+    "jwt",
+    "otp",
+    "^pass$",
+    "passphrase",
+    # Pre-signed URLs: AWS X-Amz-Signature, Azure SAS `sig`.
     "signature",
     "^sig$",
-    "auth",
-    "credential",
-    "session",
+    # OAuth 2.0 redirects (RFC 6749 4.1.2, 10.5, 10.12): the authorization code and state, and PKCE.
+    "^code$",
+    "^state$",
+    "verifier",
 )
 
 
@@ -104,6 +125,10 @@ def _parse_regex_tuple(name: str, value: object) -> tuple[str, ...]:
     return patterns
 
 
+def _parse_host_names(name: str, value: object) -> tuple[str, ...]:
+    return tuple(part.lower().rstrip(".") for part in _parse_str_tuple(name, value))
+
+
 def _parse_optional_str(name: str, value: object) -> str | None:
     if value is None:
         return None
@@ -122,6 +147,13 @@ def _parse_access_check(name: str, value: object) -> AccessCheck | None:
     if value is None or callable(value):
         return value
     raise ConfigError(f"{name}: expected a callable taking the request and returning bool, got {value!r}")
+
+
+def _parse_objectives(name: str, value: object) -> ObjectivePolicy:
+    try:
+        return parse_objectives(name, value)
+    except ObjectiveError as error:
+        raise ConfigError(str(error)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +198,21 @@ OPTIONS: Final[tuple[Option, ...]] = (
         _parse_access_check,
         "Callable `(request) -> bool` deciding access to the monitoring routes (keyword or app.config).",
         from_env=False,
+    ),
+    Option(
+        "loopback_hosts",
+        (),
+        _parse_host_names,
+        "Host names, besides `localhost` (and its subdomains), `127.0.0.1` and `[::1]`, under which "
+        "loopback clients may open the monitoring routes without a token (any port). Requests naming "
+        "another host are refused so that a web page cannot reach the routes through DNS rebinding.",
+    ),
+    Option(
+        "session_secret",
+        None,
+        _parse_optional_str,
+        "Secret the browser-login cookie's key is derived from, with `access_token`. Unset: the app's "
+        "`SECRET_KEY`. Changing either signs every browser out; workers and replicas need the same.",
     ),
     Option(
         "login_session_seconds",
@@ -215,16 +262,19 @@ OPTIONS: Final[tuple[Option, ...]] = (
         "json_errors",
         True,
         _parse_bool,
-        "Answer unhandled exceptions with a JSON 500 carrying the trace id (unless the app has its own "
-        "500 handler).",
+        "Answer unhandled exceptions with a JSON 500 carrying the trace id, unless an error handler of "
+        "the app or the request's blueprint (500, `InternalServerError`, `HTTPException`, `Exception`, "
+        "registered before or after the monitor) would answer it: then that handler does.",
     ),
     Option("emit_logs", True, _parse_bool, "Emit one OTel log record per request."),
     Option(
         "enrich_spans",
-        True,
+        False,
         _parse_bool,
-        "Add to the server span what the instrumentation does not record (body sizes, content type, "
-        "`duration_ms`, `cpu_ms`, `error.type`, captured headers) and set ERROR status on 5xx.",
+        "Also add to the server span what the instrumentation does not record (body sizes, content "
+        "type, `duration_ms`, `cpu_ms`, `error.type` where it sets none, captured headers, "
+        "`response_streamed`), never replacing what it set. Off: those figures are in the log record "
+        "only, which carries the span's ids ([log-schema.md](log-schema.md#the-server-span)).",
     ),
     Option(
         "setup_telemetry",
@@ -256,6 +306,14 @@ OPTIONS: Final[tuple[Option, ...]] = (
         "dashboard show the totals of all workers; `auto`: a private one per server under the temp "
         "directory. Unset: each process shows its own (docs/dashboard.md).",
     ),
+    Option(
+        "objectives",
+        NO_OBJECTIVES,
+        _parse_objectives,
+        "Objectives (SLOs) per route: a mapping of route pattern (or `default`) to a latency and/or "
+        "availability objective; the environment variable and app.config take its JSON "
+        "(docs/objectives.md).",
+    ),
 )
 
 _OPTIONS_BY_NAME: Final = {option.name: option for option in OPTIONS}
@@ -271,6 +329,8 @@ class MonitorSettings:
     dashboard_enabled: bool = True
     access_token: str | None = field(default=None, repr=False)
     access_check: AccessCheck | None = None
+    loopback_hosts: tuple[str, ...] = ()
+    session_secret: str | None = field(default=None, repr=False)
     login_session_seconds: int = 43200
     redacted_headers: tuple[str, ...] = DEFAULT_REDACTED_HEADERS
     redacted_query_params: tuple[str, ...] = DEFAULT_REDACTED_QUERY_PARAMS
@@ -280,7 +340,7 @@ class MonitorSettings:
     trace_id_header: str | None = "X-Trace-Id"
     json_errors: bool = True
     emit_logs: bool = True
-    enrich_spans: bool = True
+    enrich_spans: bool = False
     setup_telemetry: bool = True
     instrument_flask: bool = True
     flush_timeout_seconds: float = 5.0
@@ -289,6 +349,7 @@ class MonitorSettings:
     max_routes: int = 200
     recent_errors: int = 50
     multiprocess_dir: str | None = None
+    objectives: ObjectivePolicy = NO_OBJECTIVES
 
 
 def _check_in_step() -> None:

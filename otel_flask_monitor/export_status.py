@@ -4,6 +4,9 @@ The OTLP exporters log a warning on every retry and an error on every failed bat
 Collector down that is a flood. When the monitor owns the exporters it wraps them here: the SDK's
 export loggers are captured (the first message of a failure becomes ``last_error``), one warning is written
 when an outage starts and one line when export recovers, and the counts feed ``/monitoring/health``.
+
+Each signal also says how its connection stands (:data:`SIGNAL_CONNECTIONS`): a Collector that was never
+reached (nothing runs there yet: a demo, a first deployment) is told apart from one that went away.
 """
 
 from __future__ import annotations
@@ -36,6 +39,26 @@ SDK_EXPORT_LOGGERS: Final = (
 )
 
 
+# Per signal: nothing exported or failed yet; the last export succeeded; exports fail and none ever succeeded
+# since the process started; exports fail after at least one succeeded.
+PENDING: Final = "pending"
+CONNECTED: Final = "connected"
+NEVER_REACHED: Final = "never_reached"
+LOST: Final = "lost"
+SIGNAL_CONNECTIONS: Final = (PENDING, CONNECTED, NEVER_REACHED, LOST)
+# Over all signals: the two failing states are "never_reached" (no signal ever got through) and "failing"
+# (some signal did, so the endpoint worked once or works for another signal); "not_tracked" when the
+# exporters are not the monitor's.
+FAILING: Final = "failing"
+NOT_TRACKED: Final = "not_tracked"
+
+
+def _connection_of(healthy: bool, last_success: float | None) -> str:
+    if not healthy:
+        return NEVER_REACHED if last_success is None else LOST
+    return PENDING if last_success is None else CONNECTED
+
+
 @dataclass(frozen=True, slots=True)
 class SignalSnapshot:
     signal: str
@@ -46,18 +69,33 @@ class SignalSnapshot:
     dropped: int
     last_success_unix: float | None
     last_failure_unix: float | None
+    connection: str = PENDING
+    """One of :data:`SIGNAL_CONNECTIONS`."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "signal": self.signal,
             "endpoint": self.endpoint,
             "healthy": self.healthy,
+            "connection": self.connection,
             "exported": self.exported,
             "failed": self.failed,
             "dropped": self.dropped,
             "last_success_unix": self.last_success_unix,
             "last_failure_unix": self.last_failure_unix,
         }
+
+
+def overall_connection(signals: list[SignalSnapshot]) -> str:
+    """One word for all signals (see the module constants)."""
+    if not signals:
+        return NOT_TRACKED
+    if any(not s.healthy for s in signals):
+        ever_reached = any(s.last_success_unix is not None for s in signals)
+        return FAILING if ever_reached else NEVER_REACHED
+    if any(s.connection == CONNECTED for s in signals):
+        return CONNECTED
+    return PENDING
 
 
 class _SignalStatus:
@@ -69,6 +107,7 @@ class _SignalStatus:
         "healthy",
         "last_failure",
         "last_success",
+        "only_checked",
         "signal",
     )
 
@@ -81,6 +120,12 @@ class _SignalStatus:
         self.dropped = 0
         self.last_success: float | None = None
         self.last_failure: float | None = None
+        # Failing by a start-up check (note_unreachable), not by an export: shown, never acted on.
+        self.only_checked = False
+
+    @property
+    def failing_exports(self) -> bool:
+        return not self.healthy and not self.only_checked
 
 
 class ExportHealth:
@@ -133,12 +178,31 @@ class ExportHealth:
         if started and status is not None:
             self._warn_outage(status.endpoint)
 
+    def note_unreachable(self, signal: str, message: str) -> None:
+        """A start-up check found nothing listening where ``signal`` goes (the demo's check).
+
+        The signal shows as never reached from the first second, and the outage opens silently (the
+        caller has told the user; the SDK's first failure adds no warning). A check is not an export:
+        at exit what is queued is still tried, and the first export's outcome replaces the check's.
+        """
+        with self._lock:
+            status = self._signals.get(signal)
+            if status is None or status.last_success is not None or status.last_failure is not None:
+                return
+            if self._last_error is None:
+                self._last_error = message[:_MAX_ERROR_LENGTH]
+            status.healthy = False
+            status.only_checked = True
+            if self._outage_started is None:
+                self._outage_started = self._clock()
+
     def record_success(self, signal: str, count: int) -> None:
         with self._lock:
             status = self._signals[signal]
             status.exported += count
             status.last_success = self._clock()
             status.healthy = True
+            status.only_checked = False
             self._last_error = None
             recovered = False
             if self._outage_started is not None and all(s.healthy for s in self._signals.values()):
@@ -170,6 +234,7 @@ class ExportHealth:
     def _mark_failing_locked(self, status: _SignalStatus) -> bool:
         """Mark the signal failing; True when this starts an outage (none was open)."""
         status.healthy = False
+        status.only_checked = False
         self._successes_in_a_row = 0
         if self._outage_started is not None:
             return False
@@ -219,14 +284,14 @@ class ExportHealth:
     def failing(self) -> bool:
         """The last export of some signal failed (a recovering outage is not failing)."""
         with self._lock:
-            return any(not s.healthy for s in self._signals.values())
+            return any(s.failing_exports for s in self._signals.values())
 
     def should_skip_export(self) -> bool:
         """At exit, while a signal is failing or past the flush deadline, exports are dropped at once."""
         with self._lock:
             if self._exit_deadline is None:
                 return False
-            failing = any(not s.healthy for s in self._signals.values())
+            failing = any(s.failing_exports for s in self._signals.values())
             return failing or self._clock() > self._exit_deadline
 
     def snapshot(self) -> list[SignalSnapshot]:
@@ -241,6 +306,7 @@ class ExportHealth:
                     dropped=s.dropped,
                     last_success_unix=s.last_success,
                     last_failure_unix=s.last_failure,
+                    connection=_connection_of(s.healthy, s.last_success),
                 )
                 for s in self._signals.values()
             ]
@@ -252,6 +318,7 @@ class ExportHealth:
         return {
             "managed_by_monitor": bool(signals),
             "healthy": all(s.healthy for s in signals),
+            "connection": overall_connection(signals),
             "last_error": last_error if any(not s.healthy for s in signals) else None,
             "signals": [s.as_dict() for s in signals],
         }

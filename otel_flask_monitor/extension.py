@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import logging
-import re
+import weakref
 from dataclasses import dataclass
 from typing import Any, Final
 
-from flask import Flask, jsonify
-from opentelemetry import trace
-from werkzeug.exceptions import HTTPException, InternalServerError
+from flask import Flask
 
 from otel_flask_monitor.aggregates import AggregateStore
+from otel_flask_monitor.app_lifetime import bind_wsgi_app_weakly
 from otel_flask_monitor.config import MonitorSettings, resolve_settings
+from otel_flask_monitor.diagnostics import Diagnostics
 from otel_flask_monitor.dispatch import Consumer, FailureReporter, RecordDispatcher
-from otel_flask_monitor.hooks import RequestLifecycle, current_trace_id
+from otel_flask_monitor.errors import register_json_500
+from otel_flask_monitor.hooks import RequestLifecycle
+from otel_flask_monitor.instrumentation_guard import guard_instrumentation
 from otel_flask_monitor.logs import emit_request_log
 from otel_flask_monitor.multiprocess import MultiprocessAggregates
+from otel_flask_monitor.objective_metrics import objective_consumer
 from otel_flask_monitor.record import RequestRecord
-from otel_flask_monitor.redaction import Redactor
+from otel_flask_monitor.redaction import Redactor, instrumentation_captures_headers
 from otel_flask_monitor.spans import enrich_span
 from otel_flask_monitor.system_metrics import start_system_metrics
 from otel_flask_monitor.telemetry import Telemetry, setup_telemetry
@@ -37,6 +40,7 @@ class MonitorState:
     failures: FailureReporter
     lifecycle: RequestLifecycle
     aggregates: AggregateStore
+    diagnostics: Diagnostics
     exchange: MultiprocessAggregates | None = None
     """Set with ``multiprocess_dir``: the aggregates of all the server's workers."""
 
@@ -89,31 +93,45 @@ class FlaskMonitor:
             flush_timeout_seconds=settings.flush_timeout_seconds,
             attribute_length_limit=max(settings.max_stacktrace_length, settings.max_attribute_length),
         )
+        instrumented_by_monitor = False
         if settings.instrument_flask:
-            _instrument(app, settings)
+            bind_wsgi_app_weakly(app)  # what the instrumentation keeps must not hold the app
+            instrumented_by_monitor = _instrument(app)
         start_system_metrics(telemetry.meter)  # once per process, however many apps
         failures = FailureReporter()
         aggregates = AggregateStore.from_settings(settings)
         dispatcher = RecordDispatcher(_consumers(settings, telemetry, aggregates), failures)
         lifecycle = RequestLifecycle(
             settings,
-            Redactor(settings.redacted_headers, settings.redacted_query_params),
+            Redactor(
+                settings.redacted_headers,
+                settings.redacted_query_params,
+                instrumentation_captures_headers=instrumentation_captures_headers(),
+            ),
             dispatcher,
             failures,
         )
         lifecycle.register(app)
         if settings.json_errors:
-            _register_json_500(app)
+            register_json_500(app)
         if settings.dashboard_enabled:
             from otel_flask_monitor.dashboard import build_blueprint
 
             app.register_blueprint(build_blueprint(), url_prefix=settings.url_prefix)
+        guard_instrumentation(
+            app,
+            settings.url_prefix if settings.dashboard_enabled else None,
+            instrumented_by_monitor=instrumented_by_monitor,
+        )
         exchange = None
         if settings.multiprocess_dir is not None:
             exchange = MultiprocessAggregates(aggregates, settings.multiprocess_dir, failures=failures)
             exchange.start()
+            # Its writer thread and files go with the app (or at exit), not with the process.
+            weakref.finalize(app, exchange.close)
+        diagnostics = Diagnostics(settings, telemetry.health, lambda: aggregates.has_recorded)
         app.extensions[EXTENSION_KEY] = MonitorState(
-            settings, telemetry, failures, lifecycle, aggregates, exchange
+            settings, telemetry, failures, lifecycle, aggregates, diagnostics, exchange
         )
 
 
@@ -122,7 +140,7 @@ def _consumers(
 ) -> list[tuple[str, Consumer]]:
     consumers: list[tuple[str, Consumer]] = []
     if settings.enrich_spans:
-        consumers.append(("span", lambda record: enrich_span(trace.get_current_span(), record)))
+        consumers.append(("span", enrich_span))
     if settings.emit_logs:
         logger = telemetry.logger
 
@@ -131,34 +149,27 @@ def _consumers(
 
         consumers.append(("log", log))
     consumers.append(("aggregates", aggregates.record))
+    consumers.append(objective_consumer(settings, telemetry.meter))
     return consumers
 
 
-def _instrument(app: Flask, settings: MonitorSettings) -> None:
+def _instrument(app: Flask) -> bool:
+    """Apply the Flask instrumentation unless someone did; True when the monitor applied it.
+
+    ``excluded_urls`` is the user's ``OTEL_PYTHON_FLASK_EXCLUDED_URLS`` (else
+    ``OTEL_PYTHON_EXCLUDED_URLS``) as the stock instrumentation reads it, only read now rather than
+    when the instrumentation was imported. The monitor's own routes are not in it: the instrumentation
+    matches ``excluded_urls`` against the full URL, so they are kept out of it on their path alone
+    (:mod:`~otel_flask_monitor.instrumentation_guard`).
+    """
     if getattr(app, "_is_instrumented_by_opentelemetry", False):
-        return
+        return False
     import os
 
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
-    # The instrumentation matches these against the full URL (scheme and host included).
-    own_routes = "://[^/]+" + re.escape(settings.url_prefix) + "(?:[/?]|$)"
-    excluded = ",".join(filter(None, [os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS", ""), own_routes]))
+    excluded = os.environ.get(
+        "OTEL_PYTHON_FLASK_EXCLUDED_URLS", os.environ.get("OTEL_PYTHON_EXCLUDED_URLS", "")
+    )
     FlaskInstrumentor().instrument_app(app, excluded_urls=excluded)  # type: ignore[no-untyped-call]
-
-
-def _register_json_500(app: Flask) -> None:
-    if app.error_handler_spec.get(None, {}).get(500):
-        return  # the app's own 500 handler wins
-
-    def json_internal_server_error(error: InternalServerError) -> Any:
-        original = error.original_exception
-        if original is None or isinstance(original, HTTPException):
-            return error  # abort(500) and friends keep their own body
-        body: dict[str, str] = {"error": "Internal Server Error"}
-        trace_id = current_trace_id()
-        if trace_id:
-            body["trace_id"] = trace_id
-        return jsonify(body), 500
-
-    app.register_error_handler(500, json_internal_server_error)
+    return True

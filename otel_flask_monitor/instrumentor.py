@@ -28,6 +28,10 @@ from flask.app import Flask
 # The module carries a file-level "type: ignore", so mypy sees none of its names.
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
+# Imported for its at-fork check: under `opentelemetry-instrument gunicorn` the providers are made in
+# the master, and only a check registered there before the fork can tell a worker so (preload_master).
+from otel_flask_monitor import diagnostics  # noqa: F401
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 

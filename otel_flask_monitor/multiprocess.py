@@ -188,8 +188,7 @@ class MultiprocessAggregates:
         self._failures = failures
         self._fixed_identity = identity
         self._reset()
-        _INSTANCES.add(self)
-        atexit.register(self.close)
+        _INSTANCES.add(self)  # closed at exit, held weakly: an exchange goes with its app
 
     def _reset(self) -> None:
         self._lock = threading.Lock()  # serialises reads (the merger is not thread-safe)
@@ -403,6 +402,12 @@ _INSTANCES: Final[weakref.WeakSet[MultiprocessAggregates]] = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     for instance in list(_INSTANCES):
         instance.after_fork_in_child()
+
+
+@atexit.register
+def _close_all() -> None:
+    for instance in list(_INSTANCES):
+        instance.close()
 
 
 if hasattr(os, "register_at_fork"):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 UNMATCHED_ROUTE = "<unmatched>"
 """Route key of requests that matched no URL rule (404s): one key, never one per raw path."""
@@ -24,6 +28,8 @@ class RequestRecord:
     """What the monitor knows of one finished request, already redacted and truncated."""
 
     method: str
+    """``http.request.method``: the method, or ``_OTHER`` for a non-standard one unless
+    ``OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS`` is set (then as sent)."""
     route: str | None
     """URL rule template (``/api/products/<int:product_id>``), None when no rule matched."""
     path: str
@@ -45,6 +51,16 @@ class RequestRecord:
     """32 lowercase hex digits of the active trace, None outside a trace."""
     exception: ExceptionInfo | None = None
     captured_headers: tuple[tuple[str, str], ...] = ()
+    method_original: str | None = None
+    """The method as sent, when ``method`` is ``_OTHER``."""
+    streamed: bool = False
+    """The body was streamed: duration, CPU and size run to its last byte (or its cut)."""
+    cut_short: str | None = None
+    """A streamed body that did not reach its end: ``closed_early`` (the server closed it, almost
+    always because the client went away) or ``exception`` (it raised after the status line)."""
+    server_span: Span | None = field(default=None, compare=False, repr=False)
+    """The server span the Flask instrumentation opened for this request (None: no such span).
+    The span consumer writes only to it, the log record carries its ids."""
 
     @property
     def is_server_error(self) -> bool:

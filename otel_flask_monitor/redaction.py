@@ -1,49 +1,175 @@
-"""What never leaves the process: secret header and query parameter values, oversized strings.
+"""What never leaves the process: secret header and query parameter values, credentials in endpoint
+URLs, oversized strings.
 
-Importable without Flask; every function is pure.
+Importable without Flask; apart from :func:`redact_span_headers` (which rewrites a span it is given),
+every function is pure.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterable
-from urllib.parse import parse_qsl, quote
+from collections.abc import Iterable, Mapping
+from typing import Any, Final, Protocol
+from urllib.parse import quote, unquote_plus
+
+from opentelemetry.util.types import AttributeValue
 
 REDACTED = "[REDACTED]"
 TRUNCATION_MARK = "..."
+
+# A query string is parsed only this many bytes per character of the limit it is cut to: enough to
+# fill the limit with any encoding (a byte or a three-byte escape per character), and a 60 KB query
+# costs what a 3 KB one does.
+_QUERY_BYTES_PER_CHARACTER: Final = 3
+# `;` separates parameters for some frameworks and proxies (and for HTML 4); treating it as one here
+# means a secret written after it is found whichever way the app reads it.
+_PARAMETER_SEPARATOR: Final = re.compile(r"([&;])")
+_HEADER_ATTRIBUTE_PREFIXES: Final = ("http.request.header.", "http.response.header.")
+INSTRUMENTATION_HEADER_VARIABLES: Final = (
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE",
+)
+"""The instrumentation's own header capture."""
+
+
+def _header_key(name: str) -> str:
+    # The instrumentation names attributes with '_' for '-' (http.request.header.x_api_key).
+    return name.lower().replace("_", "-")
 
 
 class Redactor:
     """Compiled redaction rules for one monitor's settings."""
 
-    __slots__ = ("_header_names", "_query_pattern")
+    __slots__ = ("_header_names", "_query_pattern", "instrumentation_captures_headers")
 
-    def __init__(self, header_names: Iterable[str], query_param_patterns: Iterable[str]) -> None:
-        self._header_names = frozenset(name.lower() for name in header_names)
+    def __init__(
+        self,
+        header_names: Iterable[str],
+        query_param_patterns: Iterable[str],
+        *,
+        instrumentation_captures_headers: bool = False,
+    ) -> None:
+        self.instrumentation_captures_headers = instrumentation_captures_headers
+        """Whether spans may carry headers the instrumentation captured (see :func:`redact_span_headers`)."""
+        self._header_names = frozenset(_header_key(name) for name in header_names)
         patterns = list(query_param_patterns)
         self._query_pattern = (
             re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE) if patterns else None
         )
 
     def is_secret_header(self, name: str) -> bool:
-        return name.lower() in self._header_names
+        return _header_key(name) in self._header_names
 
     def header_value(self, name: str, value: str) -> str:
         return REDACTED if self.is_secret_header(name) else value
 
+    def header_attributes(self, attributes: Mapping[str, Any]) -> dict[str, AttributeValue]:
+        """Replacements for the ``http.request.header.*``/``http.response.header.*`` attributes of
+        secret headers among ``attributes``, whoever captured them (values are strings or sequences
+        of strings; a sequence keeps its length)."""
+        replaced: dict[str, AttributeValue] = {}
+        for key, value in attributes.items():
+            for prefix in _HEADER_ATTRIBUTE_PREFIXES:
+                if key.startswith(prefix) and self.is_secret_header(key[len(prefix) :]):
+                    replaced[key] = REDACTED if isinstance(value, str) else tuple(REDACTED for _ in value)
+        return replaced
+
     def is_secret_query_param(self, name: str) -> bool:
         return self._query_pattern is not None and self._query_pattern.search(name) is not None
 
-    def query(self, raw_query: bytes | str) -> str:
-        """The query string with secret values replaced, re-encoded; never raises on bad input."""
-        text = raw_query.decode("latin-1") if isinstance(raw_query, bytes) else raw_query
+    def query(self, raw_query: bytes | str, limit: int | None = None) -> str:
+        """The query string with secret values replaced, re-encoded, at most ``limit`` characters.
+
+        Only the first ``3 x limit`` bytes are parsed (cut at a UTF-8 character boundary): the work
+        is bounded by the limit, not by what the client sent. Never raises on bad input.
+        """
+        cut = False
+        if isinstance(raw_query, bytes):
+            if limit is not None and len(raw_query) > limit * _QUERY_BYTES_PER_CHARACTER:
+                raw_query, cut = _utf8_prefix(raw_query, limit * _QUERY_BYTES_PER_CHARACTER), True
+            text = raw_query.decode("utf-8", errors="replace")
+        else:
+            text = raw_query
+            if limit is not None and len(text) > limit * _QUERY_BYTES_PER_CHARACTER:
+                text, cut = text[: limit * _QUERY_BYTES_PER_CHARACTER], True
         if not text:
             return ""
-        pairs = parse_qsl(text, keep_blank_values=True, errors="replace")
-        return "&".join(
-            f"{quote(name, safe='[]')}={REDACTED if self.is_secret_query_param(name) else quote(value)}"
-            for name, value in pairs
-        )
+        redacted = self._redacted(text)
+        if limit is None:
+            return redacted
+        if cut and len(redacted) <= limit - len(TRUNCATION_MARK):
+            return redacted + TRUNCATION_MARK
+        return truncate(redacted, limit)
+
+    def _redacted(self, text: str) -> str:
+        pieces: list[str] = []
+        separator = ""
+        for index, part in enumerate(_PARAMETER_SEPARATOR.split(text)):
+            if index % 2:
+                separator = part
+                continue
+            if not part:
+                continue  # empty parameters ("a=1&&b=2") are dropped, as parse_qsl drops them
+            raw_name, _, raw_value = part.partition("=")
+            name = unquote_plus(raw_name, errors="replace")
+            value = (
+                REDACTED
+                if self.is_secret_query_param(name)
+                else quote(unquote_plus(raw_value, errors="replace"))
+            )
+            pieces.append(f"{separator if pieces else ''}{quote(name, safe='[]')}={value}")
+        return "".join(pieces)
+
+
+def _utf8_prefix(data: bytes, size: int) -> bytes:
+    """``data`` cut to at most ``size`` bytes without splitting a UTF-8 sequence."""
+    end = size
+    while end > 0 and data[end] & 0xC0 == 0x80:  # a continuation byte: the character started earlier
+        end -= 1
+    return data[:end]
+
+
+class _Span(Protocol):
+    def is_recording(self) -> bool: ...
+    def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None: ...
+
+
+def instrumentation_captures_headers(environ: Mapping[str, str] = os.environ) -> bool:
+    """The user asked the Flask instrumentation to copy request or response headers onto spans."""
+    return any(environ.get(name) for name in INSTRUMENTATION_HEADER_VARIABLES)
+
+
+def redact_span_headers(span: _Span, redactor: Redactor) -> None:
+    """Redact the secret header attributes on a recording span, whatever put them there.
+
+    The Flask instrumentation copies the headers named in
+    ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST``/``_RESPONSE`` verbatim unless its own
+    ``..._SANITIZE_FIELDS`` says otherwise; ``redacted_headers`` applies to them as to the monitor's
+    own ``captured_headers``. Free when no capture was configured as the monitor started (the
+    variables are read once, like every ``OTEL_*`` variable the monitor reads): one attribute test.
+    """
+    if not redactor.instrumentation_captures_headers or not span.is_recording():
+        return
+    attributes = getattr(span, "attributes", None)
+    if attributes:
+        replaced = redactor.header_attributes(attributes)
+        if replaced:
+            span.set_attributes(replaced)
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` without the ``user:password@`` part of its authority (also without a scheme, as gRPC
+    endpoints are often written), for every place an endpoint is shown or logged."""
+    scheme_end = url.find("://")
+    start = scheme_end + 3 if scheme_end != -1 else 0
+    end = len(url)
+    for delimiter in "/?#":
+        found = url.find(delimiter, start)
+        if found != -1:
+            end = min(end, found)
+    at = url.rfind("@", start, end)
+    return url if at == -1 else url[:start] + url[at + 1 :]
 
 
 def truncate(value: str, limit: int) -> str:

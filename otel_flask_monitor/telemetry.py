@@ -19,6 +19,7 @@ import requests
 from opentelemetry import metrics, trace
 from opentelemetry._logs import (
     Logger,
+    NoOpLoggerProvider,
     get_logger,
     get_logger_provider,
     set_logger_provider,
@@ -57,6 +58,7 @@ from opentelemetry.sdk.trace.export import (
 from otel_flask_monitor import __version__
 from otel_flask_monitor.config import ConfigError
 from otel_flask_monitor.export_status import ExportHealth, capture_sdk_export_logs, tracked_export
+from otel_flask_monitor.redaction import without_userinfo
 
 _logger = logging.getLogger("otel_flask_monitor")
 
@@ -90,15 +92,17 @@ def otlp_protocol(signal: str) -> str:
 
 
 def otlp_endpoint(signal: str) -> str:
-    """The URL the signal's OTLP exporter sends to, resolved the way the exporters resolve it."""
+    """The URL the signal's OTLP exporter sends to, resolved the way the exporters resolve it, for
+    display: without the ``user:password@`` an endpoint may carry (health JSON, outage warning, demo).
+    The exporters read the variables themselves, credentials included."""
     protocol = otlp_protocol(signal)
     specific = _env(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
     if specific:
-        return specific
+        return without_userinfo(specific)
     base = _env("OTEL_EXPORTER_OTLP_ENDPOINT", default=f"http://localhost:{_DEFAULT_PORTS[protocol]}")
     if protocol == "grpc":
-        return base
-    return base.rstrip("/") + _HTTP_PATHS[signal]
+        return without_userinfo(base)
+    return without_userinfo(base.rstrip("/") + _HTTP_PATHS[signal])
 
 
 def exporter_names(signal: str) -> list[str]:
@@ -258,6 +262,25 @@ def logger_provider_configured() -> bool:
 
 def meter_provider_configured() -> bool:
     return not isinstance(metrics.get_meter_provider(), _ProxyMeterProvider)
+
+
+def log_pipeline_gap() -> str | None:
+    """Why log records emitted now would reach no exporter, or None when a processor takes them (or
+    the provider is of a kind the monitor cannot look into)."""
+    provider = get_logger_provider()
+    if isinstance(provider, ProxyLoggerProvider):
+        return "no logger provider is configured, so log records are dropped"
+    if isinstance(provider, NoOpLoggerProvider):
+        return "the global logger provider is a no-op"
+    if not isinstance(provider, SdkLoggerProvider):
+        return None
+    # Private (SDK 1.45.1, opentelemetry/sdk/_logs/_internal/__init__.py): the provider keeps its
+    # processors in a multi-processor's tuple; there is no public way to list them.
+    multi_processor = getattr(provider, "_multi_log_record_processor", None)
+    processors = getattr(multi_processor, "_log_record_processors", None)
+    if isinstance(processors, tuple) and not processors:
+        return "the logger provider has no log record processor"
+    return None
 
 
 def build_resource(service_name: str | None, fallback_service_name: str) -> Resource:

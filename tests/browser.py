@@ -66,7 +66,7 @@ def hit(server: BaseWSGIServer, method: str, path: str, user_agent: str = "brows
 
 
 @contextmanager
-def chromium() -> Iterator[Browser]:
+def chromium(args: list[str] | None = None) -> Iterator[Browser]:
     """Headless chromium, closed at the end of the block; fails (never skips) when it is missing."""
     if not CHROMIUM.exists():
         pytest.fail(
@@ -74,7 +74,7 @@ def chromium() -> Iterator[Browser]:
         )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=DEADLINE_MS
+            executable_path=str(CHROMIUM), args=args or CHROMIUM_ARGS, timeout=DEADLINE_MS
         )
         try:
             yield browser

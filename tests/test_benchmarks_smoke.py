@@ -16,17 +16,7 @@ from tests.real_processes import require_tool
 
 BENCHMARKS: Final = Path(__file__).resolve().parents[1] / "benchmarks"
 # Modules there that are not benchmarks themselves (imported by the others).
-HELPERS: Final = frozenset({"interleave.py", "otlp_sink.py"})
-SMOKE_TESTED: Final = frozenset(
-    {
-        "overhead.py",
-        "backend_down.py",
-        "http_throughput.py",
-        "aggregates.py",
-        "multiprocess_merge.py",
-        "overhead_instructions.py",
-    }
-)
+HELPERS: Final = frozenset({"interleave.py", "otlp_sink.py", "variants.py"})
 
 pytestmark = pytest.mark.slow
 
@@ -44,8 +34,11 @@ def run_benchmark(script: str, *arguments: str, timeout_seconds: float = 180) ->
 
 
 def test_every_benchmark_has_a_smoke_test() -> None:
+    """Each script in benchmarks/ is run by some test (this module's, or its own module's)."""
+    tests_text = "".join(path.read_text() for path in Path(__file__).parent.glob("test_*.py"))
     benchmarks = {path.name for path in BENCHMARKS.glob("*.py")} - HELPERS
-    assert benchmarks == SMOKE_TESTED
+    assert benchmarks, BENCHMARKS
+    assert {name for name in benchmarks if f'"{name}"' not in tests_text} == set()
 
 
 def test_overhead_prints_every_variant_and_both_targets() -> None:
@@ -58,6 +51,13 @@ def test_overhead_prints_every_variant_and_both_targets() -> None:
     assert "/v1/traces" in output, "nothing reached the sink"
 
 
+def test_objective_counter_prints_its_target() -> None:
+    output = run_benchmark("objective_counter.py", "--records", "2000", "--rounds", "1")
+
+    assert "objective counter" in output, output
+    assert "target objective counter / sync counter" in output
+
+
 def test_backend_down_prints_each_variant_and_the_p99_targets() -> None:
     output = run_benchmark("backend_down.py", "--requests", "100", "--rounds", "1")
 
@@ -65,6 +65,13 @@ def test_backend_down_prints_each_variant_and_the_p99_targets() -> None:
         assert f"\n{variant} " in output, output
     assert "target p99 refused / reachable" in output
     assert "target p99 hung / reachable" in output
+
+
+def test_query_redaction_prints_each_size_and_the_ratio() -> None:
+    output = run_benchmark("query_redaction.py", "--repeat", "8")
+
+    assert "query  60000 bytes: redactor" in output, output
+    assert "ratio redactor 60 KB / 3 KB:" in output
 
 
 def test_http_throughput_against_gunicorn_and_rotel() -> None:

@@ -164,6 +164,112 @@ def test_loopback_peer_with_forwarded_remote_client_is_remote(client: FlaskClien
     assert client.get("/monitoring/stats", headers={"X-Forwarded-For": "127.0.0.1"}).status_code == 200
 
 
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost",
+        "localhost:5000",
+        "LOCALHOST.",
+        "127.0.0.1",
+        "127.0.0.1:8080",
+        "127.1.2.3",
+        "[::1]",
+        "[::1]:5000",
+        "grafana.localhost:3000",
+    ],
+)
+def test_loopback_clients_asking_for_a_loopback_name_are_local(client: FlaskClient, host: str) -> None:
+    assert client.get("/monitoring/stats", headers={"Host": host}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "rebind.test:5055",
+        "rebind.test",
+        "evil.example",
+        "127.0.0.1.nip.io",
+        "localhost.evil.example",
+        "10.0.0.5",
+        "[2001:db8::1]:80",
+        "0.0.0.0:5000",
+    ],
+)
+def test_other_host_names_are_refused_even_from_loopback(client: FlaskClient, host: str) -> None:
+    """#16 hole 5: a page whose name resolves to 127.0.0.1 (DNS rebinding) is same-origin with the
+    app in the browser; its requests reach a loopback peer but carry the attacker's name."""
+    response = client.get("/monitoring/stats", headers={"Host": host})
+    assert response.status_code == 403, host
+    assert b"routes" not in response.data
+
+
+def test_more_host_names_can_be_allowed_for_loopback_clients() -> None:
+    client = shop_app(loopback_hosts="build-box.internal, Monitor.Lan.").test_client()
+    for host in ("build-box.internal:8000", "monitor.lan", "localhost"):
+        assert client.get("/monitoring/stats", headers={"Host": host}).status_code == 200, host
+    assert client.get("/monitoring/stats", headers={"Host": "evil.example"}).status_code == 403
+    # The names only extend the loopback rule: a remote peer is still refused.
+    assert (
+        client.get("/monitoring/stats", headers={"Host": "monitor.lan"}, environ_base=REMOTE).status_code
+        == 403
+    )
+
+
+def test_a_token_or_access_check_opens_the_routes_under_any_host_name() -> None:
+    client = shop_app(access_token=TOKEN).test_client()
+    headers = {"Host": "monitor.example.com", "Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/monitoring/stats", headers=headers).status_code == 200
+    checked = shop_app(access_check=lambda request: True).test_client()
+    assert checked.get("/monitoring/stats", headers={"Host": "monitor.example.com"}).status_code == 200
+
+
+@pytest.mark.parametrize("cors_first", [True, False], ids=["cors-before-monitor", "cors-after-monitor"])
+@pytest.mark.parametrize("instrument_flask", [True, False])
+def test_monitoring_routes_never_carry_cors_headers(cors_first: bool, instrument_flask: bool) -> None:
+    """#16 hole 5: with ``flask_cors.CORS(app)`` the monitoring routes answered any origin."""
+    from flask_cors import CORS
+
+    app = Flask("cors-shop")
+
+    @app.get("/items/<int:item_id>")
+    def item(item_id: int) -> Any:
+        return {"id": item_id}
+
+    if cors_first:
+        CORS(app, supports_credentials=True)
+    FlaskMonitor(app, access_token=TOKEN, instrument_flask=instrument_flask)
+    if not cors_first:
+        CORS(app, supports_credentials=True)
+    client = app.test_client()
+    origin = {"Origin": "https://evil.example"}
+    preflight = {
+        **origin,
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization",
+    }
+
+    answers = [
+        client.get("/monitoring/stats", headers=origin),
+        client.get("/monitoring/stats", headers={**origin, "Authorization": f"Bearer {TOKEN}"}),
+        client.get("/monitoring/stats", headers=origin, environ_base=REMOTE),
+        client.options("/monitoring/stats", headers=preflight),
+        client.options("/monitoring/health", headers=preflight, environ_base=REMOTE),
+        client.get("/monitoring/no-such-page", headers=origin),
+        client.get("/monitoring/login", headers=origin, environ_base=REMOTE),
+        client.get("/monitoring/static/dashboard.js", headers=origin),
+    ]
+    assert {answer.status_code for answer in answers} >= {200, 401, 404}
+    for answer in answers:
+        answer.close()  # the static file is streamed
+        cors = [name for name, _ in answer.headers.items() if name.lower().startswith("access-control-")]
+        assert cors == [], (answer.request.path, cors)
+    # The app's own routes keep the CORS policy the app chose.
+    assert (
+        client.get("/items/1", headers=origin).headers["Access-Control-Allow-Origin"]
+        == "https://evil.example"
+    )
+
+
 def test_proxyfix_makes_the_real_client_address_decide() -> None:
     app = shop_app()
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]

@@ -8,9 +8,10 @@ import random
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,15 +20,24 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from otel_flask_monitor.demo import create_app
-from otel_flask_monitor.demo.__main__ import describe_telemetry, endpoint_address, parse_arguments
+from otel_flask_monitor import get_state
+from otel_flask_monitor.dashboard import NOT_CONNECTED_REASON
+from otel_flask_monitor.demo import create_app, traffic
+from otel_flask_monitor.demo.__main__ import (
+    SignalProbe,
+    endpoint_address,
+    parse_arguments,
+    probe_telemetry,
+    start_message,
+)
 from otel_flask_monitor.demo.shop import CATALOGUE, MAX_QUANTITY, OutOfStockError, Shop
+from otel_flask_monitor.diagnostics import finding
+from tests.browser import serving
 from tests.conftest import Exported
 from tests.real_processes import free_port, stop_process
 
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STARTUP_SECONDS = 60.0  # a deadline for what certainly happens; only a broken demo waits it out
 
 
 @pytest.fixture
@@ -252,40 +262,50 @@ def otel_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-def test_banner_defaults_to_otlp_http_on_localhost_and_connects_once(otel_env: pytest.MonkeyPatch) -> None:
+def test_probe_defaults_to_otlp_http_on_localhost_and_connects_once(otel_env: pytest.MonkeyPatch) -> None:
     attempts: list[tuple[str, int]] = []
 
     def unreachable(address: tuple[str, int]) -> bool:
         attempts.append(address)
         return False
 
-    lines = describe_telemetry(unreachable)
+    probes = probe_telemetry(unreachable)
 
     assert attempts == [("localhost", 4318)]
-    assert len(lines) == 3
-    assert lines[0].startswith(
-        "traces   -> http://localhost:4318/v1/traces (OTLP http/protobuf): NOT reachable"
+    assert [probe.signal for probe in probes] == ["traces", "logs", "metrics"]
+    assert (
+        probes[0].line
+        == "traces   -> http://localhost:4318/v1/traces (OTLP http/protobuf): nothing listening"
     )
-    assert "http://localhost:4318/v1/logs" in lines[1]
+    assert "http://localhost:4318/v1/logs" in probes[1].line
+    assert {probe.unreachable for probe in probes} == {"nothing accepts connections at localhost:4318"}
 
 
-def test_banner_follows_the_otel_variables(otel_env: pytest.MonkeyPatch) -> None:
+def test_probe_follows_the_otel_variables(otel_env: pytest.MonkeyPatch) -> None:
     otel_env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     otel_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.internal:14317")
     otel_env.setenv("OTEL_METRICS_EXPORTER", "none")
 
-    lines = describe_telemetry(lambda address: address == ("collector.internal", 14317))
+    probes = probe_telemetry(lambda address: address == ("collector.internal", 14317))
 
-    assert lines[0] == "traces   -> http://collector.internal:14317 (OTLP grpc): reachable"
-    assert lines[2] == "metrics  not exported over OTLP (OTEL_METRICS_EXPORTER=none)"
+    assert probes[0].line == "traces   -> http://collector.internal:14317 (OTLP grpc): reachable"
+    assert probes[0].unreachable is None
+    assert probes[2].line == "metrics  not exported over OTLP (OTEL_METRICS_EXPORTER=none)"
 
 
-def test_banner_says_when_the_sdk_is_disabled(otel_env: pytest.MonkeyPatch) -> None:
+def test_probe_shows_no_credentials_of_the_endpoint(otel_env: pytest.MonkeyPatch) -> None:
+    otel_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "https://shop:s3cret@otel.example.com")
+
+    probes = probe_telemetry(lambda address: address == ("otel.example.com", 443))
+
+    assert probes[1].line == "logs     -> https://otel.example.com/v1/logs (OTLP http/protobuf): reachable"
+    assert not any("s3cret" in probe.line for probe in probes)
+
+
+def test_probe_tries_nothing_when_the_sdk_is_disabled(otel_env: pytest.MonkeyPatch) -> None:
     otel_env.setenv("OTEL_SDK_DISABLED", "true")
 
-    assert describe_telemetry(lambda _: pytest.fail("no connection attempt expected")) == [
-        "telemetry: disabled (OTEL_SDK_DISABLED=true)"
-    ]
+    assert probe_telemetry(lambda _: pytest.fail("no connection attempt expected")) == []
 
 
 @pytest.mark.parametrize(
@@ -296,6 +316,7 @@ def test_banner_says_when_the_sdk_is_disabled(otel_env: pytest.MonkeyPatch) -> N
         ("collector:4317", "grpc", ("collector", 4317)),
         ("http://[::1]:4317", "grpc", ("::1", 4317)),
         ("http://host:notaport", "grpc", None),
+        ("http://[::1", "grpc", None),  # an unclosed IPv6 bracket: no address, no crash at start
     ],
 )
 def test_endpoint_address(url: str, protocol: str, address: tuple[str, int] | None) -> None:
@@ -311,57 +332,189 @@ def test_port_comes_from_the_flag_then_port_then_the_default() -> None:
         parse_arguments([], {"PORT": "eighty"})
 
 
-@pytest.fixture
-def demo_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+def test_traffic_is_off_by_default_bounded_and_only_for_a_server_reachable_on_loopback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert parse_arguments([], {}).traffic is None
+    assert parse_arguments(["--traffic"], {}).traffic == traffic.DEFAULT_SECONDS
+    assert parse_arguments(["--traffic", "30", "--host", "0.0.0.0"], {}).traffic == 30
+    for refused in (["--traffic", "0"], ["--traffic", "-5"], ["--host", "192.0.2.7", "--traffic"]):
+        with pytest.raises(SystemExit):
+            parse_arguments(refused, {})
+    assert "talks to 127.0.0.1 only" in capsys.readouterr().err
+
+
+def readme_locust_commands() -> list[str]:
+    readme = (REPO_ROOT / "README.md").read_text()
+    return [
+        line.strip() for line in readme.splitlines() if line.startswith("locust -f loadtest/locustfile.py")
+    ]
+
+
+def test_start_message_explains_a_missing_collector_once_and_how_to_drive_the_demo() -> None:
+    missing = finding("collector_not_reached", endpoint="http://localhost:4318", prefix="/monitoring")
+
+    message = start_message(
+        base_url="http://127.0.0.1:5001",
+        prefix="/monitoring",
+        probes=[SignalProbe("traces", "traces   -> ...: nothing listening", "nothing accepts connections")],
+        findings=[missing],
+        traffic_seconds=None,
+        locustfile="loadtest/locustfile.py",
+    )
+
+    flat = " ".join(message.split())
+    assert flat.count("No Collector has answered at http://localhost:4318") == 1
+    for promise in (
+        "the dashboard, /monitoring/health and /monitoring/stats work",
+        "docker compose up",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "collector_not_reached (info)",
+        "--traffic",
+    ):
+        assert promise in flat, promise
+    assert "http://127.0.0.1:5001/monitoring/dashboard" in message
+    # The README's three scenarios, pointed at this demo.
+    commands = [line.strip() for line in message.splitlines() if line.strip().startswith("locust -f")]
+    assert commands == readme_locust_commands()
+    assert [command.rsplit(" ", 1)[-1] for command in commands[1:]] == [
+        "HighLoadTester",
+        "InvalidRequestTester",
+    ]
+
+
+def test_start_message_without_findings_or_a_clone_of_the_repository() -> None:
+    message = start_message(
+        base_url="http://127.0.0.1:8000",
+        prefix="/ops",
+        probes=[],
+        findings=[],
+        traffic_seconds=120,
+        locustfile=None,
+    )
+
+    assert "disabled (OTEL_SDK_DISABLED=true)" in message
+    assert "\n  none\n" in message
+    assert "for 2 min" in message
+    assert "from a clone of the repository" in message
+    assert "--host http://127.0.0.1:8000 HighLoadTester" in message
+
+
+def test_traffic_mix_uses_only_the_demos_routes_and_no_simulated_failure() -> None:
+    rng = random.Random(3)
+    app = create_app(shop=Shop(random.Random(4)), featured_delay_seconds=(0.0, 0.0), monitored=False)
+    adapter = app.url_map.bind("127.0.0.1")
+    planned = [traffic.plan_request(rng) for _ in range(400)]
+
+    kinds = {(request.method, adapter.match(request.path, method=request.method)[0]) for request in planned}
+    assert kinds == {
+        ("GET", "list_products"),
+        ("GET", "get_product"),
+        ("POST", "purchase"),
+        ("GET", "list_orders"),
+        ("GET", "featured_products"),
+    }
+    assert all(request.body is not None for request in planned if request.method == "POST")
+    assert not any("simulate-error" in request.path for request in planned)
+
+
+def test_traffic_drives_the_demo_within_its_budget_and_stops_when_told() -> None:
+    app = create_app(shop=Shop(random.Random(5)), featured_delay_seconds=(0.0, 0.0))
+    with serving(app) as server:
+        report = traffic.drive(
+            server.port, 2.0, threading.Event(), rng=random.Random(6), requests_per_second=10
+        )
+        stopped = threading.Event()
+        stopped.set()
+        assert traffic.drive(server.port, 60.0, stopped).sent == 0
+
+        # Every request of the mix reaches the app and is recorded (a record may land just after
+        # its response: wait for it, bounded).
+        deadline = time.monotonic() + 10
+        while get_state(app).stats_document()["totals"]["requests"] < report.sent < 100:
+            assert time.monotonic() < deadline, "the traffic's requests were not all recorded"
+            time.sleep(0.05)
+
+    assert 1 <= report.sent <= 20  # two seconds' worth at ten a second, never more
+    assert report.failed == 0
+    assert get_state(app).stats_document()["totals"]["requests"] == report.sent
+
+
+@pytest.mark.slow
+def test_module_explains_a_missing_collector_once_and_drives_itself(tmp_path: Path) -> None:
     port = free_port()
     closed_port = free_port()  # nothing listens there: the "no Collector" case
     env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
     env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{closed_port}"
     env["OTEL_BSP_SCHEDULE_DELAY"] = "200"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "otel_flask_monitor.demo", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    env["OTEL_BLRP_SCHEDULE_DELAY"] = "200"
+    stderr_path = tmp_path / "demo.stderr"
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "otel_flask_monitor.demo", "--port", str(port), "--traffic", "60"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     try:
-        yield process, port
+        assert process.stdout is not None
+        message = []
+        while sum(line.startswith("    locust -f") for line in message) < 3 and len(message) < 80:
+            message.append(process.stdout.readline())
+        base = f"http://127.0.0.1:{port}"
+        stats = wait_for_json(
+            f"{base}/monitoring/stats", lambda document: len(document["routes"]) >= 3, timeout=30
+        )
+        own_status = fetch_status(f"{base}/api/orders")
+        health = wait_for_json(f"{base}/monitoring/health", lambda document: True, timeout=5)
     finally:
         stop_process(process, timeout=15)
+    rest = process.stdout.read()
+    process.stdout.close()
+
+    text = " ".join("".join(message).split())
+    assert text.count("No Collector has answered at") == 1, message
+    assert f"No Collector has answered at http://127.0.0.1:{closed_port} since this process started" in text
+    assert text.count("nothing listening") == 3
+    assert "built in: on" in text
+    assert f"--host {base} InvalidRequestTester" in text
+    assert "Collector" not in rest  # said once, at start
+    # The page and the JSON say the same: degraded (telemetry is dropped), because never connected.
+    assert health["status"] == "degraded"
+    assert health["reasons"] == [NOT_CONNECTED_REASON]
+    assert health["telemetry"]["connection"] == "never_reached"
+    assert {signal["connection"] for signal in health["telemetry"]["signals"]} == {"never_reached"}
+    assert [item["code"] for item in health["diagnostics"]] == ["collector_not_reached"]
+    assert stats["totals"]["requests"] >= 3
+    assert own_status == 200
+    # The built-in traffic stays out of the access log; the test's own request is in it; and the
+    # monitor does not repeat the start message's news as a warning.
+    logged = stderr_path.read_text()
+    assert [line for line in logged.splitlines() if '"GET /api/' in line or '"POST /api/' in line] == [
+        line for line in logged.splitlines() if '"GET /api/orders' in line
+    ]
+    assert logged.count('"GET /api/orders') == 1
+    assert "telemetry export to" not in logged
 
 
-@pytest.mark.slow
-def test_module_serves_and_prints_the_banner_once_without_a_collector(
-    demo_process: tuple[subprocess.Popen[str], int],
-) -> None:
-    process, port = demo_process
-    assert process.stdout is not None
-    banner = [process.stdout.readline() for _ in range(5)]
+def fetch_status(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return int(response.status)
 
-    assert banner[0] == f"shop demo:  http://127.0.0.1:{port}/api/products\n"
-    assert banner[1] == f"dashboard:  http://127.0.0.1:{port}/monitoring/dashboard\n"
-    assert all("NOT reachable" in line for line in banner[2:5]), banner
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
+
+def wait_for_json(url: str, done: Callable[[Any], bool], timeout: float) -> Any:
+    """GET ``url`` until it answers JSON that ``done`` accepts, within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/products", timeout=5) as response:
-                assert response.status == 200
-                assert TRACE_ID.match(response.headers["X-Trace-Id"])
-            break
+            with urllib.request.urlopen(url, timeout=5) as response:
+                last = json.loads(response.read())
+            if done(last):
+                return last
         except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-    # An export to the closed port has failed (health says so) and still nothing is printed again.
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/monitoring/health", timeout=5) as response:
-            if json.load(response)["telemetry"]["healthy"] is False:
-                break
-        assert time.monotonic() < deadline, "no failed export seen in /monitoring/health"
-        time.sleep(0.1)
-    process.terminate()
-    rest, _ = process.communicate(timeout=15)
-    assert "shop demo:" not in rest  # printed once
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer as expected within {timeout}s; last answer: {last}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import shlex
+import textwrap
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -18,6 +20,12 @@ from urllib.parse import urlsplit
 import jsonschema
 import pytest
 import yaml
+from flask import Flask
+
+from otel_flask_monitor.config import resolve_settings
+from otel_flask_monitor.multiprocess import AUTO as MULTIPROCESS_AUTO
+from otel_flask_monitor.system_metrics import ProcessSampler, register_instruments
+from tests.prometheus_names import prometheus_metric_name
 
 REPO: Final = Path(__file__).resolve().parent.parent
 COMPOSE_SCHEMA: Final = REPO / "tests" / "data" / "compose-spec.json"
@@ -392,3 +400,539 @@ def test_dashboards_are_provisioned_and_use_existing_datasources(services: dict[
             assert datasource["uid"] in uids, f"{path.name}: {datasource}"
         panel_ids = [panel["id"] for panel in dashboard["panels"]]
         assert len(panel_ids) == len(set(panel_ids)), f"{path.name}: duplicate panel ids"
+
+
+# --- the stack in detail: pins, app server, Prometheus names, Collector telemetry (issue 10) -----------
+
+DEPLOYMENT_DOC: Final = REPO / "docs" / "deployment.md"
+TROUBLESHOOTING_DOC: Final = REPO / "docs" / "troubleshooting.md"
+PROMETHEUS_SERVICE: Final = "prometheus"
+HOST_CPUS: Final = 2
+"""The compose stack is sized for a 2-CPU host (the CI and demo machines)."""
+# An exact release: three numbers, optionally a variant (python's `-slim-trixie`); never `latest`,
+# a floating major (`1`) or minor (`3.12-slim`).
+EXACT_RELEASE_TAG: Final = re.compile(r"^v?\d+\.\d+\.\d+(?:-[a-z0-9]+)*$")
+
+# The Collector's exporter metrics in its pinned release: opentelemetry-collector v0.140.0,
+# exporter/exporterhelper/metadata.yaml (documentation.md lists them with the otelcol_ prefix, the
+# names a Prometheus reader with without_units/without_type_suffix serves).
+COLLECTOR_EXPORTER_METRICS: Final = frozenset(
+    {
+        "otelcol_exporter_enqueue_failed_log_records",
+        "otelcol_exporter_enqueue_failed_metric_points",
+        "otelcol_exporter_enqueue_failed_spans",
+        "otelcol_exporter_queue_capacity",
+        "otelcol_exporter_queue_size",
+        "otelcol_exporter_send_failed_log_records",
+        "otelcol_exporter_send_failed_metric_points",
+        "otelcol_exporter_send_failed_spans",
+        "otelcol_exporter_sent_log_records",
+        "otelcol_exporter_sent_metric_points",
+        "otelcol_exporter_sent_spans",
+    }
+    | {f"otelcol_exporter_queue_batch_send_size{suffix}" for suffix in ("_bucket", "_sum", "_count")}
+    | {f"otelcol_exporter_queue_batch_send_size_bytes{suffix}" for suffix in ("_bucket", "_sum", "_count")}
+)
+
+# Resource attributes Loki 3.7 makes index labels unless `ignore_defaults: true`: grafana/loki v3.7.4,
+# pkg/loghttp/push/otlp_config.go, GlobalOTLPConfig.RegisterFlags.
+LOKI_DEFAULT_INDEX_LABELS: Final = (
+    "service.name",
+    "service.namespace",
+    "service.instance.id",
+    "deployment.environment",
+    "deployment.environment.name",
+    "cloud.region",
+    "cloud.availability_zone",
+    "k8s.cluster.name",
+    "k8s.namespace.name",
+    "k8s.pod.name",
+    "k8s.container.name",
+    "container.name",
+    "k8s.replicaset.name",
+    "k8s.deployment.name",
+    "k8s.statefulset.name",
+    "k8s.daemonset.name",
+    "k8s.cronjob.name",
+    "k8s.job.name",
+)
+
+_PROMQL_KEYWORDS: Final = frozenset(
+    {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset"}
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "unit", "kind", "expected"),
+    [
+        # Cases of otlptranslator v1.0.0 metric_namer_test.go (UTF8Allowed false, suffixes on) and the
+        # example in its MetricNamer doc comment.
+        ("requests", "", "counter", "requests_total"),
+        ("cpu_usage", "1", "gauge", "cpu_usage_ratio"),
+        ("items", "1", "counter", "items_total"),
+        ("response_time", "ms", "gauge", "response_time_milliseconds"),
+        ("memory_usage", "By", "gauge", "memory_usage_bytes"),
+        ("requests", "1/s", "gauge", "requests_per_second"),
+        ("throughput", "By/s", "gauge", "throughput_bytes_per_second"),
+        ("custom_metric", "custom_unit", "gauge", "custom_metric_custom_unit"),
+        ("custom_metric", "{custom}", "gauge", "custom_metric"),
+        ("custom_metric", "By/{custom}", "gauge", "custom_metric_bytes"),
+        ("metric@with#special$chars", "", "gauge", "metric_with_special_chars"),
+        ("123metric", "", "gauge", "_123metric"),
+        ("http.server.duration", "s", "histogram", "http_server_duration_seconds"),
+    ],
+)
+def test_the_prometheus_name_translation_matches_upstream_cases(
+    name: str, unit: str, kind: str, expected: str
+) -> None:
+    assert prometheus_metric_name(name, unit, kind) == expected
+
+
+def _dockerfile_text() -> str:
+    return DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ")
+
+
+def _dockerfile_argv() -> list[str]:
+    (cmd,) = re.findall(r"^CMD\s+(\[.*\])\s*$", _dockerfile_text(), re.MULTILINE)
+    argv: list[str] = json.loads(cmd)
+    return argv
+
+
+def _container_env(services: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The app container's environment: the image's ENV, overridden by compose's `environment`."""
+    return {**_dockerfile_env(), **_env(services[APP_SERVICE])}
+
+
+def test_every_image_is_an_exact_release_and_the_docs_name_the_same(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    (base_image,) = re.findall(r"^FROM\s+(\S+)", _dockerfile_text(), re.MULTILINE)
+    images = {name: service["image"] for name, service in services.items() if "build" not in service}
+    images["Dockerfile FROM"] = base_image
+    docs = DEPLOYMENT_DOC.read_text(encoding="utf-8")
+    for name, image in images.items():
+        repository, _, tag = image.rpartition(":")
+        assert repository, f"{name}: {image!r} has no tag"
+        assert EXACT_RELEASE_TAG.match(tag), f"{name}: {image!r} is not pinned to an exact release"
+        named = set(re.findall(rf"`{re.escape(repository)}:([^`\s]+)`", docs))
+        assert named == {tag}, f"docs/deployment.md names {repository} as {sorted(named)}, compose uses {tag}"
+
+
+def test_the_app_serves_with_threads_sized_for_two_cpus() -> None:
+    from gunicorn.config import Config
+
+    argv = _dockerfile_argv()
+    assert argv[0] == "gunicorn"
+    # Read the command the way gunicorn itself does (gunicorn.app.base.Application.load_config).
+    config = Config()
+    for key, value in vars(config.parser().parse_args(argv[1:])).items():
+        if value is not None and key != "args":
+            config.set(key.lower(), value)
+    assert config.worker_class_str == "gthread", "a slow route must hold a thread, not a whole worker"
+    assert config.workers == HOST_CPUS, "one process per CPU: Python's CPU-bound work needs processes"
+    # gunicorn's settings reference: threads "generally in the 2-4 x $(NUM_CORES) range".
+    assert 2 * HOST_CPUS <= config.workers * config.threads <= 4 * HOST_CPUS, (config.workers, config.threads)
+    assert not config.preload_app, "each worker must build its own telemetry providers"
+
+
+def test_the_app_container_shows_all_its_workers_on_the_dashboard(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    env = _container_env(services)
+    settings = resolve_settings({}, {}, environ=env)
+    assert settings.multiprocess_dir is not None, "set OTEL_FLASK_MONITOR_MULTIPROCESS_DIR for the app"
+    users = re.findall(r"^USER\s+(\S+)", _dockerfile_text(), re.MULTILINE)
+    assert users, "the app must not run as root"
+    assert users[-1] not in ("root", "0"), users
+    # `auto` resolves under tempfile.gettempdir(): /tmp in the image unless a TMPDIR says otherwise.
+    # Debian's /tmp is world-writable (sticky), so the unprivileged user can create its directory there.
+    assert not {"TMPDIR", "TEMP", "TMP"} & set(env), "a temp dir override must be writable by the app user"
+    auto = settings.multiprocess_dir.strip().lower() == MULTIPROCESS_AUTO
+    directory = PurePosixPath("/tmp" if auto else settings.multiprocess_dir)
+    assert directory.is_relative_to("/tmp"), f"{directory} may not be writable by the app's user"
+
+
+def test_the_collector_has_a_memory_limit_its_limiter_can_take_a_share_of(
+    collector: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    limiter = next(
+        config
+        for name, config in collector["processors"].items()
+        if _component_type(name) == "memory_limiter"
+    )
+    service = services[COLLECTOR_SERVICE]
+    limit = service.get("mem_limit") or service.get("deploy", {}).get("resources", {}).get("limits", {}).get(
+        "memory"
+    )
+    if "limit_mib" in limiter:
+        assert limiter["limit_mib"] > limiter.get("spike_limit_mib", 0)
+        return
+    # A percentage of the cgroup limit; without one, of the whole host (memorylimiter iruntime).
+    assert limit is not None, "limit_percentage needs a container memory limit (mem_limit)"
+    # A Compose Specification byte value (11-extension.md): digits and an optional b/k/m/g (+ b) unit.
+    match = re.fullmatch(r"(\d+)\s*([kmg]?)b?", str(limit).lower())
+    assert match, f"{limit!r} is not a Compose byte value"
+    limit_bytes = int(match[1]) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match[2]]
+    soft_percentage = limiter["limit_percentage"] - limiter["spike_limit_percentage"]
+    soft_limit_mib = limit_bytes * soft_percentage // 100 // 1024**2
+    assert soft_limit_mib >= 128, f"{limit} leaves the Collector {soft_limit_mib} MiB before it refuses data"
+
+
+def test_prometheus_scrapes_the_collectors_own_metrics(
+    collector: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    readers = collector["service"]["telemetry"]["metrics"]["readers"]
+    (exporter,) = [reader["pull"]["exporter"]["prometheus"] for reader in readers if "pull" in reader]
+    assert exporter["host"] in ("0.0.0.0", "::"), "the default localhost is unreachable from Prometheus"
+    # The names the dashboard queries (COLLECTOR_EXPORTER_METRICS) carry no unit or _total suffix.
+    assert exporter["without_units"] is True
+    assert exporter["without_type_suffix"] is True
+    prometheus = _prometheus_config(services)
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    targets = {
+        target for job in jobs.values() for config in job["static_configs"] for target in config["targets"]
+    }
+    assert f"{COLLECTOR_SERVICE}:{exporter['port']}" in targets
+
+
+def _prometheus_config(services: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    command = _command(services[PROMETHEUS_SERVICE])
+    (flag,) = [argument for argument in command if argument.startswith("--config.file=")]
+    path = _host_path(services[PROMETHEUS_SERVICE], flag.split("=", 1)[1])
+    assert path is not None
+    config: dict[str, Any] = _yaml(path)
+    return config
+
+
+def _emitted_prometheus_names() -> set[str]:
+    """Names Prometheus gives what the app exports: the monitor's process instruments and the Flask
+    instrumentation's http.server.* metrics, recorded through the real SDK and translated."""
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import Histogram, InMemoryMetricReader, Sum
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    sampler = ProcessSampler(interval_seconds=3600)
+    register_instruments(provider.get_meter("deployment-files"), sampler)
+    app = Flask("deployment-files")
+    app.get("/ping")(lambda: "pong")
+    FlaskInstrumentor().instrument_app(app, meter_provider=provider)
+    try:
+        assert app.test_client().get("/ping").status_code == 200
+        data = reader.get_metrics_data()
+    finally:
+        FlaskInstrumentor().uninstrument_app(app)
+        sampler.stop()
+        provider.shutdown()
+    assert data is not None
+    names = set()
+    for resource_metrics in data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                point_type = metric.data
+                if isinstance(point_type, Histogram):
+                    base = prometheus_metric_name(metric.name, metric.unit or "", "histogram")
+                    names |= {f"{base}_bucket", f"{base}_sum", f"{base}_count"}
+                    continue
+                kind = "gauge"
+                if isinstance(point_type, Sum):
+                    kind = "counter" if point_type.is_monotonic else "updown"
+                names.add(prometheus_metric_name(metric.name, metric.unit or "", kind))
+    return names
+
+
+def _promql_selectors(expr: str) -> list[tuple[str, dict[str, str]]]:
+    """(metric name, {label: value}) of every vector selector of a PromQL expression."""
+    selectors = []
+    for match in re.finditer(r"([a-zA-Z_:][a-zA-Z0-9_:]*)?\s*\{([^}]*)\}", expr):
+        matchers = dict(re.findall(r'(\w+)\s*=\s*"([^"]*)"', match[2]))
+        assert "__name__" not in match[2], f"{expr}: select metrics by exact name, not by a __name__ regex"
+        selectors.append((match[1] or "", matchers))
+    bare = re.sub(r"\{[^}]*\}|\[[^\]]*\]|\b(?:by|without)\s*\([^)]*\)|\"[^\"]*\"", " ", expr)
+    for name in re.findall(r"(?<![\w:])([a-zA-Z_:][a-zA-Z0-9_:]*)(?![\w:])(?!\s*\()", bare):
+        if name not in _PROMQL_KEYWORDS and all(name != selected for selected, _ in selectors):
+            selectors.append((name, {}))
+    return selectors
+
+
+def _prometheus_targets() -> list[tuple[str, str]]:
+    found = []
+    for path in sorted((REPO / "deploy" / "grafana" / "dashboards").glob("*.json")):
+        for panel in json.loads(path.read_text(encoding="utf-8"))["panels"]:
+            for target in panel.get("targets", []):
+                if (target.get("datasource") or panel.get("datasource") or {}).get("type") == "prometheus":
+                    found.append((f"{path.name}: {panel['title']}", target["expr"]))
+    return found
+
+
+def test_prometheus_panels_query_metrics_the_stack_produces(services: dict[str, dict[str, Any]]) -> None:
+    prometheus = _prometheus_config(services)
+    otlp = prometheus["otlp"]
+    assert otlp["translation_strategy"] == "UnderscoreEscapingWithSuffixes", "the names below assume it"
+    promoted = {attribute.replace(".", "_") for attribute in otlp.get("promote_resource_attributes", [])}
+    scrape_jobs = {job["job_name"] for job in prometheus["scrape_configs"]}
+    known = _emitted_prometheus_names() | COLLECTOR_EXPORTER_METRICS | _recorded_names(services)
+    assert {"process_cpu_utilization_ratio", "process_memory_usage_bytes"} <= known
+    targets = _prometheus_targets()
+    assert targets, "the dashboard has no Prometheus panels"
+    for panel, expr in targets:
+        for name, matchers in _promql_selectors(expr):
+            assert name in known, f"{panel}: {name!r} is not a metric the stack produces ({expr})"
+            for label, value in matchers.items():
+                if label == "job":
+                    # OTLP data's job is <service.namespace>/<service.name>: only scrape jobs are stable.
+                    assert value in scrape_jobs, (
+                        f"{panel}: job={value!r} is not a scrape job; use service_name"
+                    )
+                elif label not in {"instance", "exporter", "data_type"}:
+                    assert label in promoted, f"{panel}: label {label!r} is not promoted from the resource"
+            if name.startswith("otelcol_"):
+                assert matchers.get("job") in scrape_jobs, f"{panel}: select the Collector's scrape job"
+            else:
+                assert matchers.get("service_name") == "$service", (
+                    f"{panel}: select the service by service_name"
+                )
+
+
+def test_panel_titles_name_every_status_class_their_queries_plot() -> None:
+    for path in sorted((REPO / "deploy" / "grafana" / "dashboards").glob("*.json")):
+        for panel in json.loads(path.read_text(encoding="utf-8"))["panels"]:
+            plotted = {
+                f"{digit}xx"
+                for target in panel.get("targets", [])
+                for digit in re.findall(
+                    r'http_response_status_code\s*=~\s*"([1-5])\.\."', target.get("expr", "")
+                )
+            }
+            missing = {status_class for status_class in plotted if status_class not in panel["title"]}
+            assert not missing, f"{path.name}: {panel['title']!r} plots {sorted(plotted)}"
+
+
+def _loki_action(attribute: str, otlp_config: dict[str, Any]) -> str:
+    """What Loki 3.7 does with a resource attribute (pkg/loghttp/push/otlp_config.go): the default
+    index-label rule goes first unless ignore_defaults, then the first matching rule wins."""
+    resource = otlp_config.get("resource_attributes", {})
+    rules = list(resource.get("attributes_config", []))
+    if not resource.get("ignore_defaults", False):
+        rules.insert(0, {"action": "index_label", "attributes": list(LOKI_DEFAULT_INDEX_LABELS)})
+    for rule in rules:
+        if attribute in rule.get("attributes", []) or (
+            "regex" in rule and re.fullmatch(rule["regex"], attribute) is not None
+        ):
+            return str(rule.get("action", "structured_metadata"))
+    return "structured_metadata"
+
+
+def test_the_troubleshooting_example_moves_the_instance_id_out_of_loki_index_labels() -> None:
+    text = TROUBLESHOOTING_DOC.read_text(encoding="utf-8")
+    section = text.split("## High cardinality", 1)[1].split("\n## ", 1)[0]
+    blocks = [
+        yaml.safe_load(textwrap.dedent(block)) for block in re.findall(r"```yaml\n(.*?)```", section, re.S)
+    ]
+    (otlp_config,) = [block["limits_config"]["otlp_config"] for block in blocks if "limits_config" in block]
+    assert _loki_action("service.instance.id", otlp_config) == "structured_metadata"
+    for attribute in LOKI_DEFAULT_INDEX_LABELS:
+        if attribute != "service.instance.id":
+            assert _loki_action(attribute, otlp_config) == "index_label", f"{attribute} lost its index label"
+    # Without ignore_defaults the same rules would leave the instance id an index label.
+    resource = otlp_config["resource_attributes"]
+    with_defaults = {"resource_attributes": {**resource, "ignore_defaults": False}}
+    assert _loki_action("service.instance.id", with_defaults) == "index_label"
+
+
+# --- objectives: the generated rules, Alertmanager and the alert receiver (issue 13 section 4) --------
+
+ALERTMANAGER_SERVICE: Final = "alertmanager"
+ALERT_LOG_SERVICE: Final = "alert-log"
+OBJECTIVE_RULES: Final = REPO / "deploy" / "prometheus" / "rules" / "shop-objectives.rules.yml"
+ALERT_LOG_SCRIPT: Final = REPO / "deploy" / "alertmanager" / "alert_log.py"
+
+
+def _rule_files(services: dict[str, dict[str, Any]]) -> list[Path]:
+    """The host files behind the container paths and globs of prometheus.yml's rule_files."""
+    found = []
+    for pattern in _prometheus_config(services).get("rule_files", []):
+        directory = _host_path(services[PROMETHEUS_SERVICE], str(PurePosixPath(pattern).parent))
+        assert directory is not None, f"rule_files {pattern} is not under a mount of the Prometheus service"
+        found += sorted(directory.glob(PurePosixPath(pattern).name))
+    return found
+
+
+def _recorded_names(services: dict[str, dict[str, Any]]) -> set[str]:
+    return {
+        rule["record"]
+        for path in _rule_files(services)
+        for group in _yaml(path)["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
+
+
+def _alertmanager_config(services: dict[str, dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
+    command = _command(services[ALERTMANAGER_SERVICE])
+    (flag,) = [argument for argument in command if argument.startswith("--config.file=")]
+    path = _host_path(services[ALERTMANAGER_SERVICE], flag.split("=", 1)[1])
+    assert path is not None
+    config: dict[str, Any] = _yaml(path)
+    return path, config
+
+
+def test_prometheus_loads_the_objective_rules_and_alerts_alertmanager(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    from tests import promtool
+
+    assert _rule_files(services) == [OBJECTIVE_RULES]
+    promtool.check_rules(OBJECTIVE_RULES)
+    (alertmanagers,) = _prometheus_config(services)["alerting"]["alertmanagers"]
+    (target,) = [target for config in alertmanagers["static_configs"] for target in config["targets"]]
+    host, _, port = target.partition(":")
+    assert host == ALERTMANAGER_SERVICE
+    assert host in services
+    assert int(port) in _published_container_ports(services[ALERTMANAGER_SERVICE]) | {9093}
+    assert alertmanagers.get("api_version", "v2") == "v2", "Alertmanager 0.27 dropped the v1 API"
+
+
+def test_the_committed_objective_rules_are_what_the_demo_declares(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from otel_flask_monitor.cli import main
+
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    header = OBJECTIVE_RULES.read_text(encoding="utf-8").splitlines()[1]
+    arguments = shlex.split(header.removeprefix("# Generated by: "))
+    assert arguments[:4] == ["python", "-m", "otel_flask_monitor", "rules"], header
+    assert arguments[arguments.index("--app") + 1] == DEMO_APP_TARGET
+    status = main([*arguments[3:], "--check", str(OBJECTIVE_RULES)])
+    assert status == 0, f"regenerate it with `make rules`:\n{capsys.readouterr().out}"
+    # The service the rules select is the one the app container exports as.
+    service = arguments[arguments.index("--service-name") + 1]
+    assert _container_env(services)["OTEL_SERVICE_NAME"] == service
+    assert f'service_name="{service}"' in OBJECTIVE_RULES.read_text(encoding="utf-8")
+
+
+def test_alertmanager_config_is_valid_and_groups_what_the_alerts_carry(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    import shutil
+    import subprocess
+
+    path, config = _alertmanager_config(services)
+    amtool = shutil.which("amtool")
+    assert amtool is not None, (
+        "amtool not found: install Debian's prometheus-alertmanager package (.ci/run does)"
+    )
+    result = subprocess.run(
+        [amtool, "check-config", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Every label it groups and inhibits on is one the objectives' alerts carry.
+    alert_labels = {"alertname", "severity"}
+    for group in _yaml(OBJECTIVE_RULES)["groups"]:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                alert_labels |= set(rule["labels"])
+                alert_labels |= set(re.findall(r"(\w+)=~?\"", rule["expr"])) - {"outcome"}
+    assert set(config["route"]["group_by"]) <= alert_labels
+    for inhibit in config["inhibit_rules"]:
+        assert set(inhibit["equal"]) <= alert_labels
+    # The receiver is the alert-log service, on the port its command listens on.
+    (receiver,) = config["receivers"]
+    (webhook,) = receiver["webhook_configs"]
+    host, port, path_part = _url(webhook["url"])
+    assert host == ALERT_LOG_SERVICE
+    command = _command(services[ALERT_LOG_SERVICE])
+    assert port == int(command[command.index("--port") + 1])
+    assert path_part == "/alerts"
+    assert _host_path(services[ALERT_LOG_SERVICE], command[1]) == ALERT_LOG_SCRIPT
+
+
+def test_the_alert_log_receiver_writes_one_line_per_alert() -> None:
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    from tests.real_processes import free_port, stop_process
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(ALERT_LOG_SCRIPT), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Alertmanager's webhook message, version 4 (prometheus/alertmanager v0.33.1 notify/webhook).
+        message = {
+            "version": "4",
+            "status": "firing",
+            "receiver": "alert-log",
+            "groupKey": "{}:{}",
+            "truncatedAlerts": 0,
+            "alerts": [
+                {
+                    "status": "firing",
+                    "labels": {
+                        "alertname": "ObjectiveBudgetBurn",
+                        "severity": "page",
+                        "service_name": "shop",
+                        "http_request_method": "POST",
+                        "http_route": "/api/products/<int:product_id>/purchase",
+                        "objective": "availability",
+                    },
+                    "annotations": {"summary": "burning"},
+                    "startsAt": "2026-01-01T00:00:00Z",
+                }
+            ],
+        }
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                response = requests.post(f"http://127.0.0.1:{port}/alerts", json=message, timeout=5)
+                break
+            except requests.ConnectionError:
+                assert process.poll() is None, "the alert log exited before listening"
+                assert time.monotonic() < deadline, "the alert log never listened"
+                time.sleep(0.05)
+        assert response.status_code == 200
+        garbage = requests.post(f"http://127.0.0.1:{port}/alerts", data=b"{not json", timeout=5)
+        assert garbage.status_code == 400
+    finally:
+        stop_process(process)
+        output, _ = process.communicate(timeout=10)  # reads and closes both pipes
+    lines = output.splitlines()
+    assert lines == [
+        "FIRING page ObjectiveBudgetBurn shop POST /api/products/<int:product_id>/purchase availability: "
+        "burning (since 2026-01-01T00:00:00Z)"
+    ]
+
+
+def test_the_dashboard_has_an_objectives_row_on_the_generated_series() -> None:
+    dashboard = json.loads(
+        (REPO / "deploy" / "grafana" / "dashboards" / "otel-flask-monitor.json").read_text()
+    )
+    panels = dashboard["panels"]
+    (row,) = [panel for panel in panels if panel["type"] == "row" and panel["title"].startswith("Objectives")]
+    below = [panel for panel in panels if panel["gridPos"]["y"] > row["gridPos"]["y"]]
+    recorded = {
+        rule["record"]
+        for group in _yaml(OBJECTIVE_RULES)["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
+    queried = {
+        name
+        for panel in below
+        for target in panel["targets"]
+        for name, _ in _promql_selectors(target["expr"])
+    }
+    assert queried <= recorded
+    # Attained ratio, budget left (against the target series) and burn rates over the alerts' windows.
+    assert "otel_flask_monitor:objective_errors:ratio_rate30d" in queried
+    assert "otel_flask_monitor:objective_target:ratio" in queried
+    assert {
+        f"otel_flask_monitor:objective_errors:ratio_rate{window}" for window in ("1h", "6h", "1d", "3d")
+    } <= queried

@@ -120,7 +120,7 @@ def test_a_failing_consumer_never_reaches_the_request_nor_the_other_consumers(
     broken: str, monkeypatch: pytest.MonkeyPatch, exported: Exported, caplog: pytest.LogCaptureFixture
 ) -> None:
     _break_consumer(monkeypatch, broken)
-    app = build_app()
+    app = build_app(enrich_spans=True)
     client = app.test_client()
 
     with caplog.at_level(logging.WARNING, logger="otel_flask_monitor"):

@@ -81,8 +81,8 @@ def test_log_attributes_are_flat_primitives_without_none(app: Flask, exported: E
             assert isinstance(value, (str, int, float, bool)), (key, value)
 
 
-def test_server_span_gets_what_the_instrumentation_does_not_record(app: Flask, exported: Exported) -> None:
-    response = app.test_client().post("/items", json={"name": "lamp"})
+def test_server_span_gets_what_the_instrumentation_does_not_record_when_asked(exported: Exported) -> None:
+    response = build_app(enrich_spans=True).test_client().post("/items", json={"name": "lamp"})
 
     span = only_span(exported.server_spans())
     attributes = dict(span.attributes or {})
@@ -321,13 +321,14 @@ def test_trace_id_header_can_be_renamed_or_disabled(exported: Exported) -> None:
     assert "X-Trace-Id" not in disabled.headers
 
 
-def test_streamed_response_is_recorded_without_a_size(app: Flask, exported: Exported) -> None:
+def test_streamed_response_is_recorded_with_the_bytes_sent(app: Flask, exported: Exported) -> None:
     response = app.test_client().get("/stream")
 
     assert response.data == b"chunk 0\nchunk 1\nchunk 2\n"
     attributes = dict(only(exported.request_logs()).log_record.attributes or {})
     assert attributes["http.response.status_code"] == 200
-    assert "http.response.body.size" not in attributes
+    assert attributes["http.response.body.size"] == len(response.data)
+    assert attributes["response_streamed"] is True
 
 
 def test_head_and_options_are_recorded(app: Flask, exported: Exported) -> None:

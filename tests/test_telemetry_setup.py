@@ -57,7 +57,8 @@ def test_collector_down_fails_no_request_warns_once_and_exits_at_once() -> None:
     """(The latency of requests with the Collector down is measured against a reachable one by
     benchmarks/backend_down.py: a comparison of timings belongs there, not in a test.)"""
     env = child_env(
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}",
+        # With credentials in the URL: they must appear neither in the warning nor in the health JSON.
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://apiuser:S3CRETPW@127.0.0.1:{free_port()}",
         REQUESTS="300",
         WAIT_FOR_OUTAGE="1",
         # Were the exit flush to wait for the exporters during the outage, it would take this long.
@@ -74,6 +75,11 @@ def test_collector_down_fails_no_request_warns_once_and_exits_at_once() -> None:
     warnings = [line for line in stderr if line.startswith("telemetry export to")]
     assert len(warnings) == 1, stderr
     assert "the app is unaffected" in warnings[0]
+    assert "S3CRETPW" not in "\n".join(stderr)
+    assert "S3CRETPW" not in json.dumps(health)
+    assert {signal["endpoint"].split("/v1/")[0] for signal in health["signals"]} == {
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"].replace("apiuser:S3CRETPW@", "")
+    }
     assert sdk_noise(stderr) == [], stderr
     # Exit does not wait for the exporters during an outage: it drops at once. Waiting would take the
     # exporters' retries (about 7 s per signal) or the 60 s flush timeout; dropping takes milliseconds.

@@ -51,6 +51,8 @@ def _otel_env(sink: OtlpSink, **overrides: str) -> dict[str, str]:
         OTEL_BLRP_SCHEDULE_DELAY="200",
         OTEL_BSP_SCHEDULE_DELAY="200",
         OTEL_METRIC_EXPORT_INTERVAL="1000",
+        # Span enrichment is opt-in: switched on here to show the monitor's hooks reach the span.
+        OTEL_FLASK_MONITOR_ENRICH_SPANS="true",
         PYTHONUNBUFFERED="1",
     )
     env.update(overrides)

@@ -66,8 +66,8 @@ MUTATIONS: Final = (
         "R2",
         "redaction",
         "a secret query parameter's value is kept",
-        "{REDACTED if self.is_secret_query_param(name) else quote(value)}",
-        "{quote(value)}",
+        "if self.is_secret_query_param(name)\n                else quote(",
+        "if False\n                else quote(",
     ),
     Mutation(
         "R3",
@@ -154,9 +154,8 @@ MUTATIONS: Final = (
         "A1",
         "loopback access",
         "forwarding headers naming a remote client are ignored",
-        "    return is_loopback(request.remote_addr) and all(\n"
-        "        is_loopback(address) for address in _forwarded_addresses(request)\n    )",
-        "    return is_loopback(request.remote_addr)",
+        "        and all(is_loopback(address) for address in _forwarded_addresses(request))\n",
+        "",
     ),
     Mutation(
         "A2",
@@ -169,8 +168,8 @@ MUTATIONS: Final = (
         "A3",
         "loopback access",
         "every caller is let in without a token",
-        "    elif is_local_request(request):\n        return None",
-        "    else:\n        return None",
+        "        return is_local_request(request, settings.loopback_hosts)",
+        "        return True",
     ),
     Mutation(
         "A4",
@@ -191,7 +190,7 @@ MUTATIONS: Final = (
         "E2",
         "exactly-once records",
         "the monitoring routes record their own requests",
-        '        if prefix is not None and (path == prefix or path.startswith(prefix + "/")):\n'
+        '        if prefix is not None and is_own_path(current.environ.get("PATH_INFO") or "", prefix):\n'
         "            return True\n",
         "",
     ),
@@ -199,9 +198,10 @@ MUTATIONS: Final = (
         "E3",
         "exactly-once records",
         "a request whose view raises (exceptions propagating) produces no record",
-        "            if in_flight is None:\n                return\n            record = self._build_record",
-        "            if in_flight is None or exc is not None:\n                return\n"
-        "            record = self._build_record",
+        "            record = self._build_record(in_flight, exc)\n",
+        "            if exc is not None:\n"
+        "                return\n"
+        "            record = self._build_record(in_flight, exc)\n",
     ),
     # --- Failure isolation: a broken monitor never reaches the request ------------------------------
     Mutation(

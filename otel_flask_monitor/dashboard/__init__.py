@@ -1,6 +1,6 @@
 """The monitoring blueprint: ``/dashboard`` (HTML), ``/health`` and ``/stats`` (JSON).
 
-Every route is behind :func:`~otel_flask_monitor.dashboard.access.check_access`; the page is
+Every route is behind :meth:`~otel_flask_monitor.dashboard.access.DashboardAccess.check`; the page is
 static HTML plus a script that fetches the JSON and inserts every value as text, under a
 Content-Security-Policy that allows no inline script. With ``access_token`` set, ``/login`` and
 ``/logout`` (:mod:`~otel_flask_monitor.dashboard.login`) let a browser sign in with the token.
@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Final
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, url_for
 
 from otel_flask_monitor import __version__
-from otel_flask_monitor.dashboard.access import Denial, check_access, has_valid_session
+from otel_flask_monitor.dashboard.access import DashboardAccess, Denial
 from otel_flask_monitor.dashboard.login import LOGIN_ENDPOINTS, LOGIN_STYLESHEET, register_login_routes
+from otel_flask_monitor.export_status import NEVER_REACHED
 
 if TYPE_CHECKING:
     from otel_flask_monitor.extension import MonitorState
@@ -26,7 +27,7 @@ BLUEPRINT_NAME: Final = "otel_flask_monitor"
 
 CONTENT_SECURITY_POLICY: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 # The sign-in page: no script at all, and its form may post to this origin only.
 LOGIN_CONTENT_SECURITY_POLICY: Final = (
@@ -36,6 +37,8 @@ LOGIN_CONTENT_SECURITY_POLICY: Final = (
 _LOGIN_ENDPOINTS: Final = frozenset(f"{BLUEPRINT_NAME}.{name}" for name in LOGIN_ENDPOINTS)
 
 _HERE = Path(__file__).parent
+
+NOT_CONNECTED_REASON: Final = "telemetry export not connected (no Collector reached since start)"
 
 
 def _state() -> MonitorState:
@@ -50,7 +53,11 @@ def health_document(state: MonitorState, sample_system: Callable[[], Any]) -> di
     telemetry = state.telemetry.health.as_dict()
     failures = state.failures.counts()
     reasons: list[str] = []
-    if not telemetry["healthy"]:
+    if telemetry["connection"] == NEVER_REACHED:
+        # Still "degraded": telemetry is being dropped, and a poller cannot tell a demo from a
+        # deployment pointed at the wrong address. The dashboard draws this state calmly.
+        reasons.append(NOT_CONNECTED_REASON)
+    elif not telemetry["healthy"]:
         reasons.append("telemetry export failing")
     if failures:
         reasons.append("internal monitor failures (see internal_failures)")
@@ -63,11 +70,13 @@ def health_document(state: MonitorState, sample_system: Callable[[], Any]) -> di
         "system_metrics": sample.health_dict(),
         "telemetry": telemetry,
         "internal_failures": failures,
+        "diagnostics": state.diagnostics.as_list(),
     }
 
 
 def build_blueprint() -> Blueprint:
     """A fresh blueprint per app (each app mounts it at its own ``url_prefix``)."""
+    access = DashboardAccess()
     blueprint = Blueprint(
         BLUEPRINT_NAME,
         __name__,
@@ -82,7 +91,7 @@ def build_blueprint() -> Blueprint:
         if _is_login_resource(state.settings.access_token):
             return None  # the sign-in page and its stylesheet hold no data (without a token: 404)
         try:
-            denial = check_access(state.settings, request)
+            denial = access.check(state.settings, request)
         except Exception:  # a failing access_check denies; it never opens the data
             state.failures.report("access_check")
             denial = Denial(403, "forbidden", challenge=False)
@@ -94,6 +103,8 @@ def build_blueprint() -> Blueprint:
         response.status_code = denial.status
         if denial.challenge:
             response.headers["WWW-Authenticate"] = 'Bearer realm="otel-flask-monitor"'
+        if denial.retry_after is not None:
+            response.headers["Retry-After"] = str(denial.retry_after)
         return response
 
     @blueprint.after_request
@@ -103,7 +114,8 @@ def build_blueprint() -> Blueprint:
             LOGIN_CONTENT_SECURITY_POLICY if login_page else CONTENT_SECURITY_POLICY
         )
         response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
+        # Never leaves this origin, and tells the sign-in and sign-out checks where a form came from.
+        response.headers["Referrer-Policy"] = "same-origin"
         response.headers["X-Frame-Options"] = "DENY"
         if request.endpoint != f"{BLUEPRINT_NAME}.static":
             response.headers["Cache-Control"] = "no-store"
@@ -123,7 +135,9 @@ def build_blueprint() -> Blueprint:
             window_minutes=round(state.settings.window_seconds / 60, 1),
             merges_workers=state.settings.multiprocess_dir is not None,
             logout_url=(
-                url_for(f"{BLUEPRINT_NAME}.logout") if has_valid_session(state.settings, request) else None
+                url_for(f"{BLUEPRINT_NAME}.logout")
+                if access.session(state.settings, request) is not None
+                else None
             ),
         )
 
@@ -137,7 +151,7 @@ def build_blueprint() -> Blueprint:
     def stats() -> Response:
         return jsonify(_state().stats_document())
 
-    register_login_routes(blueprint, BLUEPRINT_NAME)
+    register_login_routes(blueprint, BLUEPRINT_NAME, access)
     return blueprint
 
 

@@ -1,19 +1,27 @@
-"""Who may open the monitoring routes.
+"""Who may open the monitoring routes (the threat model is in docs/dashboard.md).
 
-Default: loopback clients only. A request that reached the app through a reverse proxy on the same
-host looks local (``remote_addr`` is the proxy's), so a loopback request that carries forwarding
-headers naming any non-loopback address is treated as remote. With ``ProxyFix`` applied,
-``remote_addr`` is already the client's address and the same rule holds.
+Default: loopback clients only, asking for the app by a loopback name. The peer must be a
+loopback address, no forwarding header may name anyone else (a reverse proxy on the same host makes
+every peer look local), and the Host header must be ``localhost``, a loopback IP literal or one of
+``loopback_hosts``: a web page whose own name an attacker pointed at 127.0.0.1 (DNS rebinding) is
+same-origin with the app in the browser, but its requests carry the attacker's name. With
+``ProxyFix`` applied, ``remote_addr`` is already the client's address and the same rules hold.
 
 A valid bearer token (``access_token``) always opens the routes, and so does a valid login session
 cookie (set by ``<prefix>/login`` for browsers, which cannot send the bearer header on a page load).
-A user ``access_check`` callable, when configured, replaces the loopback default (so it can also
-require a login locally).
+A user ``access_check`` callable, when configured, replaces the loopback default.
 
-The session cookie is never the token: it is ``<expiry>.<HMAC-SHA256(key, label|expiry)>`` where the
-key is derived from the token with PBKDF2, so changing the token invalidates every cookie, a cookie
-cannot be extended or forged without the token, and a stolen cookie is an expensive start for an
-offline guess of the token.
+Wrong tokens, from the sign-in form or in an ``Authorization: Bearer`` header, count against one
+limit per client address (:class:`LoginRateLimiter`), keyed on the peer address only, which the
+client cannot choose (``ProxyFix`` rewrites it when the operator configured one); every burst of
+failures from an address is logged once (:class:`DenialLog`).
+
+The session cookie is never the token: it is ``<expiry>.<nonce>.<HMAC-SHA256(key, label|expiry|nonce)>``
+where the nonce is fresh for every sign-in and the key is derived with PBKDF2 from the token and a
+per-deployment salt (``session_secret``, else the app's ``SECRET_KEY``). Changing the token or that
+secret invalidates every cookie; a cookie cannot be extended or forged without both; a stolen cookie
+is an expensive start for an offline guess of the token, and no table computed for one deployment
+serves another. Logging out revokes the cookie in the process that answered (bounded memory).
 """
 
 from __future__ import annotations
@@ -23,29 +31,39 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import logging
+import re
+import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Final
 
-from flask import Request
+from flask import Request, current_app
 
 from otel_flask_monitor.config import MonitorSettings
+
+_logger = logging.getLogger("otel_flask_monitor")
 
 _FORWARDING_HEADERS: Final = ("X-Forwarded-For", "X-Real-IP")
 
 SESSION_COOKIE: Final = "otel_flask_monitor_session"
-_SESSION_LABEL: Final = b"otel-flask-monitor dashboard session v1|"
-_SESSION_KEY_SALT: Final = b"otel-flask-monitor/dashboard-session-key/v1"
+_SESSION_LABEL: Final = b"otel-flask-monitor dashboard session v2|"
+_SESSION_SALT_LABEL: Final = b"otel-flask-monitor/dashboard-session-salt/v2|"
 _SESSION_KEY_ITERATIONS: Final = 200_000
 _MAX_EXPIRY_DIGITS: Final = 12
+_NONCE_BYTES: Final = 16
+_NONCE_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{22}")
+_MAX_REVOKED_SESSIONS: Final = 10_000
 
 LOGIN_MAX_FAILURES: Final = 5
-"""Failed logins one client address may make per ``LOGIN_FAILURE_PERIOD_SECONDS`` (per process)."""
+"""Wrong tokens one client address may send per ``LOGIN_FAILURE_PERIOD_SECONDS`` (per process)."""
 LOGIN_FAILURE_PERIOD_SECONDS: Final = 60.0
 LOGIN_MAX_TRACKED_CLIENTS: Final = 10_000
+DENIAL_LOG_LINES_PER_PERIOD: Final = 20
+"""At most this many denial lines per ``LOGIN_FAILURE_PERIOD_SECONDS``, whatever the number of addresses."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +72,10 @@ class Denial:
     message: str
     challenge: bool
     """Send ``WWW-Authenticate: Bearer`` (a token would open the route)."""
+    retry_after: int | None = None
+
+
+# --- who is local -----------------------------------------------------------------------------------------
 
 
 def is_loopback(address: str | None) -> bool:
@@ -84,11 +106,44 @@ def _forwarded_addresses(request: Request) -> list[str]:
     return addresses
 
 
-def is_local_request(request: Request) -> bool:
-    """Loopback peer, and no forwarding header naming anyone else."""
-    return is_loopback(request.remote_addr) and all(
-        is_loopback(address) for address in _forwarded_addresses(request)
+def host_name(host_header: str) -> str:
+    """The name part of a Host header value, lower case, without port, brackets or trailing dot."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+def is_loopback_host(host_header: str | None, extra_names: Collection[str] = ()) -> bool:
+    """The Host header names this machine's loopback interface (or one of ``extra_names``).
+
+    ``localhost`` and its subdomains (browsers resolve them to loopback themselves), loopback IP
+    literals with any port, and the names configured in ``loopback_hosts``. A request without a
+    Host header (HTTP/1.0) passes: browsers always send one, so it is no rebinding vector.
+    """
+    if host_header is None:
+        return True
+    name = host_name(host_header)
+    if name == "localhost" or name.endswith(".localhost") or name in extra_names:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def is_local_request(request: Request, extra_host_names: Collection[str] = ()) -> bool:
+    """Loopback peer, no forwarding header naming anyone else, and a loopback Host."""
+    return (
+        is_loopback(request.remote_addr)
+        and all(is_loopback(address) for address in _forwarded_addresses(request))
+        and is_loopback_host(request.environ.get("HTTP_HOST"), extra_host_names)
     )
+
+
+# --- tokens and failed attempts ---------------------------------------------------------------------------
 
 
 def _bearer_token(request: Request) -> str | None:
@@ -104,66 +159,32 @@ def token_matches(supplied: str, token: str) -> bool:
     return hmac.compare_digest(supplied.encode(), token.encode())
 
 
-def _now() -> float:
-    """Wall clock for session expiry (a function so that tests can move time)."""
-    return time.time()
-
-
-@functools.lru_cache(maxsize=8)
-def _session_key(token: str) -> bytes:
-    # Slow once per token and process, so that a leaked cookie is a poor oracle for guessing a weak token.
-    return hashlib.pbkdf2_hmac("sha256", token.encode(), _SESSION_KEY_SALT, _SESSION_KEY_ITERATIONS)
-
-
-def _session_signature(token: str, expires: int) -> str:
-    mac = hmac.new(_session_key(token), _SESSION_LABEL + str(expires).encode(), hashlib.sha256)
-    return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode("ascii")
-
-
-def issue_session(token: str, max_age_seconds: int) -> str:
-    """A session cookie value valid for ``max_age_seconds``: expiry and signature, never the token."""
-    expires = int(_now()) + max_age_seconds
-    return f"{expires}.{_session_signature(token, expires)}"
-
-
-def has_valid_session(settings: MonitorSettings, request: Request) -> bool:
-    """The request carries a login cookie signed with the current token and not expired."""
-    token = settings.access_token
-    value = request.cookies.get(SESSION_COOKIE)
-    if not token or not value:
-        return False
-    expires_text, dot, signature = value.partition(".")
-    if not dot or not expires_text.isdigit() or not expires_text.isascii():
-        return False
-    if len(expires_text) > _MAX_EXPIRY_DIGITS:
-        return False
-    expires = int(expires_text)
-    if not hmac.compare_digest(signature.encode(), _session_signature(token, expires).encode()):
-        return False
-    now = _now()
-    # The upper bound refuses cookies issued under a longer lifetime once the setting is lowered.
-    return now < expires <= now + settings.login_session_seconds
-
-
 def client_address(request: Request) -> str:
-    """The address failed logins are counted against.
+    """The address wrong tokens are counted against: the peer of the connection.
 
-    Behind a reverse proxy on the same host every peer is loopback: use the last forwarded address
-    (the one that proxy appended, which the client cannot choose) instead.
+    Never a forwarding header: a client adds any it likes. Behind a reverse proxy the peer is the
+    proxy, so all its clients share one budget until ``ProxyFix`` makes ``remote_addr`` the client's
+    own address (docs/dashboard.md, "Behind a reverse proxy").
     """
-    peer = request.remote_addr or "unknown"
-    if is_loopback(peer):
-        forwarded = _forwarded_addresses(request)
-        if forwarded:
-            return forwarded[-1]
-    return peer
+    return request.remote_addr or "unknown"
+
+
+def limiter_key(address: str) -> str:
+    """IPv6 clients are counted per /64 (one subscriber's prefix), or one host could try 2**64 times."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if parsed.version == 6 and not parsed.is_loopback and parsed.ipv4_mapped is None:
+        return str(ipaddress.ip_network((parsed, 64), strict=False))
+    return address
 
 
 class LoginRateLimiter:
-    """At most ``max_failures`` failed logins per client address per ``period_seconds``.
+    """At most ``max_failures`` failed attempts per client key per ``period_seconds``.
 
     In memory and per process (each gunicorn worker counts for itself); at most ``max_clients``
-    addresses are tracked, the least recently failing ones are forgotten first.
+    keys are tracked, the least recently failing ones are forgotten first.
     """
 
     def __init__(
@@ -178,7 +199,7 @@ class LoginRateLimiter:
         self._max_clients = max_clients
         self._clock = clock
         self._lock = threading.Lock()
-        # address -> monotonic times of its recent failures, oldest first; least recently failing first.
+        # key -> monotonic times of its recent failures, oldest first; least recently failing first.
         self._failures: OrderedDict[str, list[float]] = OrderedDict()
 
     def _recent(self, client: str, now: float) -> list[float]:
@@ -198,15 +219,18 @@ class LoginRateLimiter:
                 return None
             return max(1, int(times[0] + self._period - now + 0.999))
 
-    def failure(self, client: str) -> None:
+    def failure(self, client: str) -> bool:
+        """Count a failure; True when it starts a burst (no other failure within the period)."""
         with self._lock:
             now = self._clock()
             times = self._recent(client, now)
+            starts_burst = not times
             times.append(now)
             self._failures[client] = times[-self._max_failures :]
             self._failures.move_to_end(client)
             while len(self._failures) > self._max_clients:
                 self._failures.popitem(last=False)
+            return starts_burst
 
     def success(self, client: str) -> None:
         with self._lock:
@@ -217,19 +241,211 @@ class LoginRateLimiter:
             return len(self._failures)
 
 
-def check_access(settings: MonitorSettings, request: Request) -> Denial | None:
-    """None when the request may see monitoring data, else why not."""
-    supplied = _bearer_token(request)
-    token = settings.access_token
-    if token and ((supplied and token_matches(supplied, token)) or has_valid_session(settings, request)):
+class DenialLog:
+    """One warning per burst of failed attempts from one address, and at most ``max_lines`` warnings
+    per ``period_seconds`` in all: an attacker with many addresses cannot flood the log either. The
+    lines left out are counted in the next one written."""
+
+    def __init__(
+        self,
+        max_lines: int = DENIAL_LOG_LINES_PER_PERIOD,
+        period_seconds: float = LOGIN_FAILURE_PERIOD_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._max_lines = max_lines
+        self._period = period_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._window_start = float("-inf")
+        self._lines_in_window = 0
+        self._left_out = 0
+
+    def burst_started(self, address: str, via: str) -> None:
+        with self._lock:
+            now = self._clock()
+            if now - self._window_start >= self._period:
+                self._window_start, self._lines_in_window = now, 0
+            if self._lines_in_window >= self._max_lines:
+                self._left_out += 1
+                return
+            self._lines_in_window += 1
+            left_out, self._left_out = self._left_out, 0
+        _logger.warning(
+            "otel_flask_monitor: wrong access token for the monitoring routes from %s (%s); further "
+            "failures from this address are not logged until it has been quiet for %d s, and after %d "
+            "it gets 429%s",
+            address,
+            via,
+            self._period,
+            LOGIN_MAX_FAILURES,
+            f" ({left_out} burst(s) from other addresses were not logged)" if left_out else "",
+        )
+
+
+class CredentialGuard:
+    """The one budget for wrong tokens, shared by the sign-in form and the bearer header."""
+
+    def __init__(self, limiter: LoginRateLimiter | None = None, log: DenialLog | None = None) -> None:
+        self.limiter = limiter or LoginRateLimiter()
+        self.log = log or DenialLog()
+
+    def retry_after(self, request: Request) -> int | None:
+        return self.limiter.retry_after(limiter_key(client_address(request)))
+
+    def failure(self, request: Request, via: str) -> None:
+        address = client_address(request)
+        if self.limiter.failure(limiter_key(address)):
+            self.log.burst_started(address, via)
+
+    def success(self, request: Request) -> None:
+        self.limiter.success(limiter_key(client_address(request)))
+
+
+# --- sessions ---------------------------------------------------------------------------------------------
+
+
+def _now() -> float:
+    """Wall clock for session expiry (a function so that tests can move time)."""
+    return time.time()
+
+
+def deployment_secret(settings: MonitorSettings) -> bytes:
+    """What the deployment owns besides the token: ``session_secret``, else the app's ``SECRET_KEY``.
+
+    Read at each use: apps often load ``SECRET_KEY`` after the extensions are set up.
+    """
+    if settings.session_secret:
+        return settings.session_secret.encode()
+    secret = current_app.secret_key
+    if isinstance(secret, str):
+        return secret.encode()
+    return bytes(secret) if secret else b""
+
+
+@functools.lru_cache(maxsize=8)
+def _session_key(token: str, secret: bytes) -> bytes:
+    # Slow once per (token, secret) and process, so that a leaked cookie is a poor oracle for guessing
+    # a weak token; the salt makes a table precomputed for one deployment useless for another.
+    salt = hashlib.sha256(_SESSION_SALT_LABEL + secret).digest()
+    return hashlib.pbkdf2_hmac("sha256", token.encode(), salt, _SESSION_KEY_ITERATIONS)
+
+
+def _session_signature(key: bytes, expires: int, nonce: str) -> str:
+    message = _SESSION_LABEL + f"{expires}.{nonce}".encode()
+    mac = hmac.new(key, message, hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode("ascii")
+
+
+def issue_session(token: str, max_age_seconds: int, secret: bytes = b"") -> str:
+    """A session cookie value valid for ``max_age_seconds``: expiry, nonce and signature, never the token."""
+    expires = int(_now()) + max_age_seconds
+    nonce = secrets.token_urlsafe(_NONCE_BYTES)
+    return f"{expires}.{nonce}.{_session_signature(_session_key(token, secret), expires, nonce)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    expires: int
+    nonce: str
+
+
+def _verified_session(token: str, secret: bytes, value: str, lifetime_seconds: int) -> Session | None:
+    expires_text, nonce, signature = [*value.split(".", 2), "", ""][:3]
+    if not (expires_text.isascii() and expires_text.isdigit()) or len(expires_text) > _MAX_EXPIRY_DIGITS:
         return None
-    if settings.access_check is not None:
-        if settings.access_check(request):
+    if not _NONCE_PATTERN.fullmatch(nonce) or not signature:
+        return None
+    expires = int(expires_text)
+    expected = _session_signature(_session_key(token, secret), expires, nonce)
+    if not hmac.compare_digest(signature.encode(), expected.encode()):
+        return None
+    now = _now()
+    # The upper bound refuses cookies issued under a longer lifetime once the setting is lowered.
+    if not now < expires <= now + lifetime_seconds:
+        return None
+    return Session(expires, nonce)
+
+
+class RevokedSessions:
+    """Nonces of logged-out sessions until they expire; at most ``max_entries`` (per process).
+
+    Only a signed-in browser can add one (logout needs a valid cookie), so the bound is never reached
+    by an attacker without the token; if it is, the revocations closest to expiry are dropped first.
+    """
+
+    def __init__(self, max_entries: int = _MAX_REVOKED_SESSIONS) -> None:
+        self._max_entries = max_entries
+        self._lock = threading.Lock()
+        self._expiry_by_nonce: dict[str, int] = {}
+
+    def revoke(self, session: Session) -> None:
+        with self._lock:
+            now = _now()
+            for nonce in [n for n, expires in self._expiry_by_nonce.items() if expires <= now]:
+                del self._expiry_by_nonce[nonce]
+            self._expiry_by_nonce[session.nonce] = session.expires
+            while len(self._expiry_by_nonce) > self._max_entries:
+                soonest = min(self._expiry_by_nonce, key=self._expiry_by_nonce.__getitem__)
+                del self._expiry_by_nonce[soonest]
+
+    def __contains__(self, session: Session) -> bool:
+        with self._lock:
+            return session.nonce in self._expiry_by_nonce
+
+
+class DashboardAccess:
+    """Per-app access state: the wrong-token budget and the revoked sessions."""
+
+    def __init__(self) -> None:
+        self.credentials = CredentialGuard()
+        self.revoked = RevokedSessions()
+
+    def session(self, settings: MonitorSettings, request: Request) -> Session | None:
+        """The request's login session: signed with the current token and secret, live, not revoked."""
+        token = settings.access_token
+        value = request.cookies.get(SESSION_COOKIE)
+        if not token or not value:
             return None
-    elif is_local_request(request):
-        return None
-    if supplied is not None:
-        return Denial(401, "invalid credentials", challenge=bool(token))
-    if token:
-        return Denial(401, "authentication required", challenge=True)
-    return Denial(403, "forbidden", challenge=False)
+        session = _verified_session(token, deployment_secret(settings), value, settings.login_session_seconds)
+        if session is None or session in self.revoked:
+            return None
+        return session
+
+    def issue(self, settings: MonitorSettings) -> str:
+        token = settings.access_token
+        if not token:
+            raise RuntimeError("no access_token configured")
+        return issue_session(token, settings.login_session_seconds, deployment_secret(settings))
+
+    def check(self, settings: MonitorSettings, request: Request) -> Denial | None:
+        """None when the request may see monitoring data, else why not."""
+        token = settings.access_token
+        supplied = _bearer_token(request)
+        limited = self.credentials.retry_after(request) if token and supplied else None
+        if token and supplied and limited is None and token_matches(supplied, token):
+            return None
+        if self._allowed_without_token(settings, request):
+            return None
+        return self._denial(settings, request, supplied, limited)
+
+    def _allowed_without_token(self, settings: MonitorSettings, request: Request) -> bool:
+        if settings.access_token and self.session(settings, request) is not None:
+            return True
+        if settings.access_check is not None:
+            return bool(settings.access_check(request))
+        return is_local_request(request, settings.loopback_hosts)
+
+    def _denial(
+        self, settings: MonitorSettings, request: Request, supplied: str | None, limited: int | None
+    ) -> Denial:
+        token = settings.access_token
+        if limited is not None:
+            return Denial(429, "too many failed attempts", challenge=False, retry_after=limited)
+        # Counted only once denied, so that clients let in anyway never use up the budget.
+        if token and supplied:
+            self.credentials.failure(request, "bearer token")
+        if supplied is not None:
+            return Denial(401, "invalid credentials", challenge=bool(token))
+        if token:
+            return Denial(401, "authentication required", challenge=True)
+        return Denial(403, "forbidden", challenge=False)

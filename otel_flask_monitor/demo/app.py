@@ -18,6 +18,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from otel_flask_monitor import FlaskMonitor
+from otel_flask_monitor.demo.objectives import SHOP_OBJECTIVES
 from otel_flask_monitor.demo.shop import MAX_QUANTITY, OutOfStockError, Shop, UnknownProductError
 
 # The flask app's name is the service.name the monitor falls back to when no OTEL_SERVICE_NAME is set,
@@ -124,5 +125,5 @@ def create_app(
     app.register_error_handler(405, json_http_error)
 
     if monitored:
-        FlaskMonitor(app, **monitor_options)
+        FlaskMonitor(app, **{"objectives": SHOP_OBJECTIVES, **monitor_options})
     return app

@@ -96,13 +96,154 @@
 
   // ---- status, system and export cards -------------------------------------------------------
 
-  function renderHealth(health) {
+  // Export connection per signal and over all signals (docs/dashboard.md): a Collector never reached
+  // is a state to explain calmly (a demo, a first start); one that went away is an outage.
+  var SIGNAL_STATES = {
+    pending: ["waiting", "muted"],
+    connected: ["ok", "ok-text"],
+    never_reached: ["not connected", "muted"],
+    lost: ["failing", "error-text"],
+  };
+
+  function origins(signals, connection) {
+    var found = [];
+    signals.forEach(function (signal) {
+      if (signal.connection !== connection) {
+        return;
+      }
+      var match = /^([a-z][a-z0-9+.-]*:\/\/[^/]+)/i.exec(signal.endpoint);
+      var origin = match ? match[1] : signal.endpoint;
+      if (found.indexOf(origin) < 0) {
+        found.push(origin);
+      }
+    });
+    return found.join(", ");
+  }
+
+  function onlyNotConnected(health) {
+    var telemetry = health.telemetry || {};
+    var failures = health.internal_failures || {};
+    return telemetry.connection === "never_reached" && Object.keys(failures).length === 0;
+  }
+
+  function renderPill(health) {
     var pill = byId("status-pill");
-    pill.textContent = health.status;
-    pill.className = "pill " + (health.status === "ok" ? "pill-ok" : "pill-degraded");
+    if (health.status === "ok") {
+      pill.textContent = "ok";
+      pill.className = "pill pill-ok";
+    } else if (onlyNotConnected(health)) {
+      // The JSON still says "degraded" (telemetry is dropped); the page says why, without alarm.
+      pill.textContent = "not connected";
+      pill.className = "pill pill-neutral";
+    } else {
+      pill.textContent = health.status;
+      pill.className = "pill pill-degraded";
+    }
+  }
+
+  function exportSummary(telemetry) {
+    var signals = telemetry.signals || [];
+    switch (telemetry.connection) {
+      case "not_tracked":
+        return ["Exporters are configured outside the monitor; their state is not tracked here.", "muted"];
+      case "pending":
+        return ["Waiting for the first export: spans and log records leave a few seconds after requests arrive, metrics once a minute.", "muted"];
+      case "connected":
+        return ["All signals exporting to " + origins(signals, "connected") + ".", "ok-text"];
+      case "never_reached":
+        return [
+          "Not connected: no Collector has answered at " + origins(signals, "never_reached") +
+            " since start. Telemetry is dropped; this page, health and stats work without one (see Diagnostics).",
+          "note-neutral",
+        ];
+      default:
+        var lost = origins(signals, "lost");
+        return [
+          lost
+            ? "Export failing: the Collector at " + lost + " answered before and stopped; telemetry is being dropped."
+            : "Export failing: telemetry is being dropped.",
+          "error-text",
+        ];
+    }
+  }
+
+  function renderExport(health) {
+    var telemetry = health.telemetry || { signals: [] };
+    var connection = telemetry.connection || (telemetry.healthy ? "connected" : "failing");
+    telemetry.connection = connection;
+    var summary = exportSummary(telemetry);
+    var summaryNode = byId("export-summary");
+    summaryNode.textContent = summary[0];
+    summaryNode.className = summary[1];
+    byId("export-card").className = connection === "failing" ? "card card-alert" : "card";
+
+    var rows = byId("export-rows");
+    clear(rows);
+    telemetry.signals.forEach(function (signal) {
+      var row = document.createElement("tr");
+      var state = SIGNAL_STATES[signal.connection] || (signal.healthy ? SIGNAL_STATES.connected : SIGNAL_STATES.lost);
+      cell(row, signal.signal);
+      cell(row, state[0], state[1] + " nowrap");
+      cell(row, number(signal.exported), "num");
+      cell(row, number(signal.failed), "num");
+      cell(row, number(signal.dropped), signal.dropped > 0 && connection === "failing" ? "num error-text" : "num");
+      cell(row, clock(signal.last_success_unix), "nowrap");
+      row.title = signal.endpoint;
+      rows.appendChild(row);
+    });
+    if (!telemetry.signals.length) {
+      emptyRow(rows, 6, "no exporter managed by the monitor");
+    }
+    // An outage shows its error outright; a Collector that was never there keeps it one click away.
+    var error = telemetry.last_error ? String(telemetry.last_error) : "";
+    var loud = Boolean(error) && connection !== "never_reached";
+    var exportError = byId("export-error");
+    exportError.hidden = !loud;
+    exportError.textContent = loud ? "Last error: " + error : "";
+    byId("export-detail").hidden = !error || loud;
+    setText("export-detail-text", loud ? "" : error);
+  }
+
+  function renderDiagnostics(diagnostics) {
+    var list = byId("diagnostics-list");
+    clear(list);
+    (diagnostics || []).forEach(function (item) {
+      var entry = document.createElement("li");
+      entry.className = "diagnostic diagnostic-" + (item.severity === "warning" ? "warning" : "info");
+      entry.setAttribute("data-code", item.code);
+      var head = document.createElement("div");
+      head.className = "diagnostic-head";
+      var code = document.createElement("code");
+      code.textContent = item.code;
+      head.appendChild(code);
+      var severity = document.createElement("span");
+      severity.className = "severity";
+      severity.textContent = item.severity;
+      head.appendChild(severity);
+      entry.appendChild(head);
+      var message = document.createElement("p");
+      message.className = "diagnostic-message";
+      message.textContent = item.message;
+      entry.appendChild(message);
+      var fix = document.createElement("p");
+      fix.className = "diagnostic-fix";
+      var label = document.createElement("span");
+      label.className = "fix-label";
+      label.textContent = "Fix: ";
+      fix.appendChild(label);
+      fix.appendChild(document.createTextNode(item.fix));
+      entry.appendChild(fix);
+      list.appendChild(entry);
+    });
+    byId("diagnostics-empty").hidden = list.childNodes.length > 0;
+  }
+
+  function renderHealth(health) {
+    renderPill(health);
 
     var system = health.system_metrics || {};
-    setText("system-status", health.reasons && health.reasons.length ? health.reasons.join("; ") : "ok");
+    var reasons = health.reasons && health.reasons.length ? health.reasons.join("; ") : "ok";
+    setText("system-status", onlyNotConnected(health) ? "ok, not exporting" : reasons);
     setText("system-cpu", number(system.cpu_percent, 1) + " %");
     setText("system-memory", number(system.memory_rss_mb, 1) + " MB");
     setText("system-memory-percent", number(system.memory_percent, 1) + " %");
@@ -110,31 +251,8 @@
     setText("system-uptime", duration(health.uptime_seconds));
     setText("system-pid", String(system.pid));
 
-    var telemetry = health.telemetry || { signals: [] };
-    var rows = byId("export-rows");
-    clear(rows);
-    if (!telemetry.managed_by_monitor) {
-      setText("export-summary", "Exporters are configured outside the monitor; their state is not tracked here.");
-    } else {
-      setText("export-summary", telemetry.healthy ? "All signals exporting." : "Export failing: telemetry is being dropped.");
-    }
-    telemetry.signals.forEach(function (signal) {
-      var row = document.createElement("tr");
-      cell(row, signal.signal);
-      cell(row, signal.healthy ? "ok" : "failing", signal.healthy ? "ok-text" : "error-text");
-      cell(row, number(signal.exported), "num");
-      cell(row, number(signal.failed), "num");
-      cell(row, number(signal.dropped), signal.dropped > 0 ? "num error-text" : "num");
-      cell(row, clock(signal.last_success_unix));
-      row.title = signal.endpoint;
-      rows.appendChild(row);
-    });
-    if (!telemetry.signals.length) {
-      emptyRow(rows, 6, "no exporter managed by the monitor");
-    }
-    var exportError = byId("export-error");
-    exportError.hidden = !telemetry.last_error;
-    exportError.textContent = telemetry.last_error ? "Last error: " + telemetry.last_error : "";
+    renderExport(health);
+    renderDiagnostics(health.diagnostics);
 
     var failures = health.internal_failures || {};
     var names = Object.keys(failures);
