@@ -330,6 +330,8 @@ def _after_fork_in_child() -> None:
         return
     identity = _process_identity()
     for provider in _PROCESS.owned:
+        for reader in getattr(provider, "_metric_readers", ()):
+            _renew_export_lock(reader)
         # Private: the SDK providers' own after-fork hook uses `_update_resource` (merge the new
         # attributes into the provider's resource and hand it to the tracers/loggers already made);
         # there is no public way to change a provider's resource. The SDK's hooks run before this
@@ -342,6 +344,25 @@ def _after_fork_in_child() -> None:
             update(identity)
         except Exception:
             _logger.debug("renewing the resource of %r after fork failed", provider, exc_info=True)
+
+
+def _import_what_exports_import() -> None:
+    """requests imports ``netrc`` on its first request. Imported by an exporter thread while a pre-fork
+    server forks a worker, the module's import lock stays held in the child, and every exporter of
+    the worker waits on it forever (seen under gunicorn ``--preload``: the worker's span and metric
+    export threads stuck in importlib's ``_lock_unlock_module``). Imported here, before the exporter
+    threads start, it leaves them nothing to import (tests/test_prefork.py checks that)."""
+    import netrc  # noqa: F401
+
+
+def _renew_export_lock(reader: Any) -> None:
+    """The SDK's PeriodicExportingMetricReader (1.45) restarts its thread in a forked child but keeps
+    the lock it holds around every export: forked while the parent's thread was exporting (gunicorn
+    ``--preload`` spawning a worker), the child's thread waits on that lock forever and the worker
+    never exports a metric. The SDK's hook starts the thread, which waits one export interval before
+    its first export; this hook runs right after it and gives the reader a free lock."""
+    if hasattr(reader, "_export_lock"):  # private; absent in another SDK version: nothing to renew
+        reader._export_lock = threading.Lock()
 
 
 def _drop_inherited_connections(exporter: Any) -> None:
@@ -433,6 +454,7 @@ def setup_telemetry(
             for signal in ("traces", "logs", "metrics"):
                 otlp_protocol(signal)  # a bad protocol fails init_app before anything is set up
             _PROCESS.setup_done = True
+            _import_what_exports_import()
             resource = build_resource(service_name, fallback_service_name)
             if not tracer_provider_configured():
                 _PROCESS.owned.append(_setup_traces(resource, _PROCESS.health, attribute_length_limit))
