@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from otel_flask_monitor.aggregates.multiprocess import MultiprocessAggregates
 from otel_flask_monitor.aggregates.workers import Identity, process_start_ms
 from otel_flask_monitor.record import ExceptionInfo, RequestRecord
 from tests.test_aggregates import FakeClock, make_record
+from tests.test_multiprocess import worker_standing_in
 
 GOLDEN = Path(__file__).parent / "golden"
 START = 1_000_000.0
@@ -105,14 +104,8 @@ def test_one_store_gives_the_golden_documents() -> None:
 
 @pytest.fixture
 def other_worker() -> Iterator[Identity]:
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    try:
-        start = process_start_ms(process.pid)
-        assert start is not None
-        yield Identity(process.pid, start, SERVER)
-    finally:
-        process.kill()
-        process.wait(timeout=10)
+    with worker_standing_in(SERVER) as identity:
+        yield identity
 
 
 def test_two_workers_merged_give_the_golden_documents(tmp_path: Path, other_worker: Identity) -> None:

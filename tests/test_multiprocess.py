@@ -7,6 +7,7 @@ so that retiring dead and reused pids is exercised as it happens under gunicorn.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -38,17 +39,23 @@ def _sleeper() -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
 
 
-@pytest.fixture
-def other_worker() -> Iterator[Identity]:
-    """A live process standing in for another worker of the same server."""
+@contextlib.contextmanager
+def worker_standing_in(server: str = SERVER) -> Iterator[Identity]:
+    """A live process standing in for another worker of ``server``, for as long as the block runs."""
     process = _sleeper()
     try:
         start = process_start_ms(process.pid)
         assert start is not None
-        yield Identity(process.pid, start, SERVER)
+        yield Identity(process.pid, start, server)
     finally:
         process.kill()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def other_worker() -> Iterator[Identity]:
+    with worker_standing_in() as identity:
+        yield identity
 
 
 @pytest.fixture
@@ -67,6 +74,17 @@ def me() -> Identity:
 
 def store(clock: FakeClock) -> AggregateStore:
     return new_store(clock, window_seconds=60, slot_seconds=10, max_routes=50, recent_errors=5)
+
+
+def reader_and_writer(
+    tmp_path: Path, other_worker: Identity, clock: FakeClock, **window: int
+) -> tuple[list[AggregateStore], MultiprocessAggregates, MultiprocessAggregates]:
+    """[mine, theirs, reference] stores (``window``: their settings, default :func:`store`'s), the
+    other worker's writer of ``theirs`` and this process's reader of ``mine``."""
+    stores = [new_store(clock, **window) if window else store(clock) for _ in range(3)]
+    writer = MultiprocessAggregates(stores[1], str(tmp_path), identity=other_worker)
+    reader = MultiprocessAggregates(stores[0], str(tmp_path), identity=me())
+    return stores, writer, reader
 
 
 def feed(stores: list[AggregateStore], clock: FakeClock, rng: random.Random, count: int) -> None:
@@ -100,9 +118,7 @@ def test_two_workers_merged_equal_one_store_that_saw_every_request(
     tmp_path: Path, other_worker: Identity
 ) -> None:
     clock = FakeClock()
-    mine, theirs, reference = store(clock), store(clock), store(clock)
-    writer = MultiprocessAggregates(theirs, str(tmp_path), identity=other_worker)
-    reader = MultiprocessAggregates(mine, str(tmp_path), identity=me())
+    (mine, theirs, reference), writer, reader = reader_and_writer(tmp_path, other_worker, clock)
     rng = random.Random(7)
     # Slots close, leave the window and are written across several rounds; the reader's running sums
     # must follow (added once, subtracted once) and still equal the reference every time.
@@ -124,9 +140,7 @@ def test_a_writer_that_has_not_written_since_slots_left_the_window_is_still_exac
     tmp_path: Path, other_worker: Identity
 ) -> None:
     clock = FakeClock()
-    mine, theirs, reference = store(clock), store(clock), store(clock)
-    writer = MultiprocessAggregates(theirs, str(tmp_path), identity=other_worker)
-    reader = MultiprocessAggregates(mine, str(tmp_path), identity=me())
+    (mine, theirs, reference), writer, reader = reader_and_writer(tmp_path, other_worker, clock)
     feed([mine, theirs, reference], clock, random.Random(9), 400)  # 4 s: one slot
     for _ in range(8):
         clock.advance(9)
@@ -147,9 +161,7 @@ def test_a_workers_sum_is_read_once_then_followed_slot_by_slot(
 ) -> None:
     clock = FakeClock()
     window = {"window_seconds": 300, "slot_seconds": 10, "max_routes": 50, "recent_errors": 5}
-    mine, theirs, reference = (new_store(clock, **window) for _ in range(3))
-    writer = MultiprocessAggregates(theirs, str(tmp_path), identity=other_worker)
-    reader = MultiprocessAggregates(mine, str(tmp_path), identity=me())
+    (mine, theirs, reference), writer, reader = reader_and_writer(tmp_path, other_worker, clock, **window)
     own = tmp_path / other_worker.name
     rng = random.Random(12)
 
@@ -218,9 +230,7 @@ def test_a_writer_moving_on_while_it_is_read_is_read_again(
     that left it is subtracted with its file. If the worker writes in between (and deletes that file),
     the reader reads the worker's new state once more instead of dropping the worker."""
     clock = FakeClock(1_000_000.0)
-    mine, theirs, reference = store(clock), store(clock), store(clock)
-    writer = MultiprocessAggregates(theirs, str(tmp_path), identity=other_worker)
-    reader = MultiprocessAggregates(mine, str(tmp_path), identity=me())
+    (mine, theirs, reference), writer, reader = reader_and_writer(tmp_path, other_worker, clock)
     for _ in range(7):  # 7 slots of a 6-slot window
         feed([mine, theirs, reference], clock, random.Random(5), 50)
         clock.advance(9.5)
