@@ -70,6 +70,22 @@ def test_a_slot_and_a_sum_round_trip() -> None:
     assert again == summed
 
 
+def test_a_malformed_slot_is_refused() -> None:
+    slot = random_slot(random.Random(3), 4)
+    for garbage in (None, [], {"number": "1", "routes": []}, {"number": 1, "routes": [["GET"]]}):
+        with pytest.raises(MalformedStateError):
+            decode_slot(garbage)
+    broken = through_json(encode_slot(slot))
+    broken["routes"][0][2][0] = 0  # a route without requests would break the running sums' subtraction
+    broken["routes"][0][2][-1] = []
+    with pytest.raises(MalformedStateError, match="without requests"):
+        decode_slot(broken)
+    broken = through_json(encode_slot(slot))
+    broken["total"][0] += 1  # one request more than the buckets count: subtracting it would break too
+    with pytest.raises(MalformedStateError, match="do not add up"):
+        decode_slot(broken)
+
+
 def test_a_sum_of_another_generation_or_malformed_is_refused() -> None:
     summed = sum_of([random_slot(random.Random(1), number) for number in (1, 2)], 3)
     raw = through_json(encode_summed(summed))
