@@ -1,5 +1,7 @@
-"""What the window counts: per (method, route) and slot, the counters of :data:`COUNTERS` and the latency
-buckets (:class:`RouteCounts`), grouped in :class:`Slot` objects.
+"""What the window counts: per (method, route) and slot, the counters and the latency buckets.
+
+:class:`RouteCounts` holds the counters of :data:`COUNTERS` and the buckets; :class:`Slot` groups
+them per slot, :class:`SummedSlots` adds closed slots together.
 
 :data:`COUNTERS` is the one list of the counters: it drives the attributes, copying, adding,
 subtracting and the wire form (otel_flask_monitor/aggregates/wire.py), so a new counter is one line

@@ -1,5 +1,6 @@
-"""The shape of the ``/monitoring/stats`` document (schema: docs/dashboard.md): rows, timeline entries,
-key order and rounding. The numbers come from merge.py; nothing here counts.
+"""The shape of the ``/monitoring/stats`` document: rows, timeline entries, key order, rounding.
+
+Schema: docs/dashboard.md. The numbers come from merge.py; nothing here counts.
 
 A further document over the same merged counts (a per-route detail view, say) belongs here too.
 """

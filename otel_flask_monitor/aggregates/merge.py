@@ -1,5 +1,6 @@
-"""Combining windows: one or several processes' :class:`WindowState` -> the numbers of the stats
-document, with running sums so that a document does not re-add the whole window.
+"""Combining windows: one or several processes' :class:`WindowState` -> the stats document's numbers.
+
+Running sums keep a document from re-adding the whole window.
 
 A source gives its closed slots one by one (``closed``: this process's store, whose closed slots are
 immutable), or as a sum (``summed``: another worker's closed slots as it wrote them, see wire.py) minus

@@ -1,5 +1,7 @@
-"""The worker-file schema: how slots, sums and a worker's state are written as JSON for the other workers
-of a server (multiprocess.py does the file I/O), and read back, checked, as the objects they were.
+"""The worker-file schema (with its format version): slots, sums and a worker's state as JSON, and back.
+
+The other workers of a server read back, checked, the objects a worker wrote; multiprocess.py and
+workers.py do the file I/O.
 
 Files of one worker (``<dir>/<pid>-<start ms>/``):
 

@@ -1,5 +1,7 @@
-"""Who the workers of a server are and where their files live: process identity and liveness, the
-shared directory, whole-file writes and bounded reads. (What the files hold: wire.py.)
+"""Who the workers of a server are and where their files live, and the whole-file writes and reads.
+
+Process identity and liveness, the shared directory, whole-file writes and bounded reads (what the
+files hold: wire.py).
 
 Workers of one server are the processes with the same parent (the gunicorn master): the parent's pid
 and start time are the ``server`` id. Each worker writes under ``<dir>/<pid>-<start ms>/``; a directory
