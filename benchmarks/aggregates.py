@@ -1,13 +1,16 @@
 """Cost of the rolling-window aggregates: per record, memory at max_routes, /monitoring/stats latency.
 
-Run: .venv/bin/python benchmarks/aggregates.py [--quick]
+Run: .venv/bin/python benchmarks/aggregates.py [--quick] [--compare-with OTHER/aggregates.py]
 
 Every figure is printed next to a baseline measured in the same run, because absolute timings depend
 on the machine:
-- ``AggregateStore.record`` vs calling a consumer that does nothing;
+- ``AggregateStore.record`` vs calling a consumer that does nothing; with ``--compare-with``, also vs
+  the ``AggregateStore`` of another version of the store (a file, e.g. ``git show
+  main:otel_flask_monitor/aggregates.py > /tmp/main_aggregates.py``), the two timed in turn, same records;
 - resident memory with every (route, slot) filled vs the process before the store existed;
 - ``GET /monitoring/stats`` with ``max_routes`` routes over a full window vs ``GET /monitoring/health``
-  and vs ``/stats`` of an empty store.
+  and vs ``/stats`` of an empty store; the first ``snapshot()`` (every closed slot added to the running
+  sums) vs the following ones.
 """
 
 from __future__ import annotations
@@ -15,20 +18,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import importlib.util
 import platform
 import random
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import psutil
 from flask import Flask
 
 from otel_flask_monitor import FlaskMonitor, get_state
 from otel_flask_monitor.aggregates import AggregateStore
+from otel_flask_monitor.config import resolve_settings
 from otel_flask_monitor.extension import EXTENSION_KEY
 from otel_flask_monitor.record import RequestRecord
+
+DEFAULTS = resolve_settings({}, {}, {})
+"""The documented option defaults: the store takes its settings from the configuration."""
 
 
 class FakeClock:
@@ -37,6 +47,11 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def store_with(clock: Callable[[], float] = time.time, **options: int) -> AggregateStore:
+    """A store with the documented defaults but for ``options``."""
+    return AggregateStore.from_settings(dataclasses.replace(DEFAULTS, **options), clock)
 
 
 def make_record(route: str, duration_ms: float, status: int = 200) -> RequestRecord:
@@ -72,7 +87,7 @@ def per_call_us(
     return best * 1e6
 
 
-def bench_record(calls: int) -> None:
+def bench_record(calls: int, compare_with: Path | None) -> None:
     rng = random.Random(1)
     records = [
         make_record(
@@ -80,7 +95,7 @@ def bench_record(calls: int) -> None:
         )
         for _ in range(calls)
     ]
-    store = AggregateStore()
+    store = store_with()
 
     def no_op(_: RequestRecord) -> None:
         return None
@@ -90,6 +105,35 @@ def bench_record(calls: int) -> None:
     print(
         f"AggregateStore.record: {cost:.2f} us/call "
         f"(no-op consumer call: {baseline:.3f} us; ratio {cost / baseline:.0f}x)"
+    )
+    if compare_with is not None:
+        compare_record(records, compare_with)
+
+
+def compare_record(records: list[RequestRecord], path: Path, rounds: int = 15) -> None:
+    """This store's record() against another version's, timed in turn on the same records."""
+    spec = importlib.util.spec_from_file_location("other_aggregates", path)
+    assert spec is not None
+    assert spec.loader is not None
+    other: Any = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = other  # dataclasses look their module up
+    spec.loader.exec_module(other)
+    window = {
+        "window_seconds": DEFAULTS.window_seconds,
+        "slot_seconds": DEFAULTS.slot_seconds,
+        "max_routes": DEFAULTS.max_routes,
+        "recent_errors": DEFAULTS.recent_errors,
+    }
+    this_us: list[float] = []
+    other_us: list[float] = []
+    for round_number in range(rounds):
+        timings = [(this_us, AggregateStore(**window)), (other_us, other.AggregateStore(**window))]
+        for samples, store in timings if round_number % 2 else reversed(timings):  # each first in turn
+            samples.append(per_call_us(store.record, records, repeat=1))
+    this, that = statistics.median(this_us), statistics.median(other_us)
+    print(
+        f"AggregateStore.record vs {path}: {this:.3f} us/call against {that:.3f} us/call "
+        f"(median of {rounds} interleaved rounds; ratio {this / that:.3f})"
     )
 
 
@@ -141,7 +185,7 @@ def bench_memory_and_stats(max_routes: int, records_per_route_slot: int, repeat:
     before = rss()
     started = time.perf_counter()
     clock = FakeClock()
-    store = AggregateStore(max_routes=max_routes, clock=clock)
+    store = store_with(clock, max_routes=max_routes)
     recorded = fill_window(store, clock, records_per_route_slot)
     fill_seconds = time.perf_counter() - started
     after = rss()
@@ -156,10 +200,14 @@ def bench_memory_and_stats(max_routes: int, records_per_route_slot: int, repeat:
 
     state = get_state(app)
     app.extensions[EXTENSION_KEY] = dataclasses.replace(state, aggregates=store)
+    first_snapshot_ms = median_ms(store.snapshot, 1)
     snapshot_ms = median_ms(store.snapshot, repeat)
     full_stats_ms = median_ms(lambda: client.get("/monitoring/stats"), repeat)
     body = len(client.get("/monitoring/stats").data)
-    print(f"snapshot() with {max_routes} routes over a full window: {snapshot_ms:.1f} ms")
+    print(
+        f"snapshot() with {max_routes} routes over a full window: {snapshot_ms:.1f} ms "
+        f"(the first, adding every closed slot to the running sums: {first_snapshot_ms:.0f} ms)"
+    )
     print(
         f"GET /monitoring/stats with {max_routes} routes: {full_stats_ms:.1f} ms, {body / 1024:.0f} KiB "
         f"(empty store: {empty_stats_ms:.2f} ms, ratio {full_stats_ms / empty_stats_ms:.0f}x; "
@@ -183,9 +231,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="fewer records (a smoke run, not for the docs)")
+    parser.add_argument(
+        "--compare-with", type=Path, help="another version's aggregates module: record() timed against it"
+    )
     arguments = parser.parse_args()
     print(f"Python {sys.version.split()[0]} on {platform.machine()}, {psutil.cpu_count()} CPUs")
-    bench_record(20_000 if arguments.quick else 200_000)
+    bench_record(20_000 if arguments.quick else 200_000, arguments.compare_with)
     bench_memory_and_stats(200, 2 if arguments.quick else 20, 5 if arguments.quick else 30)
 
 

@@ -10,6 +10,7 @@ from typing import Any, Final
 from flask import Flask
 
 from otel_flask_monitor.aggregates import AggregateStore
+from otel_flask_monitor.aggregates.multiprocess import MultiprocessAggregates
 from otel_flask_monitor.app_lifetime import bind_wsgi_app_weakly
 from otel_flask_monitor.config import MonitorSettings, resolve_settings
 from otel_flask_monitor.diagnostics import Diagnostics
@@ -18,7 +19,6 @@ from otel_flask_monitor.errors import register_json_500
 from otel_flask_monitor.hooks import RequestLifecycle
 from otel_flask_monitor.instrumentation_guard import guard_instrumentation
 from otel_flask_monitor.logs import emit_request_log
-from otel_flask_monitor.multiprocess import MultiprocessAggregates
 from otel_flask_monitor.objective_metrics import objective_consumer
 from otel_flask_monitor.record import RequestRecord
 from otel_flask_monitor.redaction import Redactor, instrumentation_captures_headers

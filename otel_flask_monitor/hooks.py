@@ -31,12 +31,11 @@ from opentelemetry.trace import Span
 from opentelemetry.util.http import ExcludeList, get_excluded_urls, sanitize_method
 from werkzeug.wsgi import ClosingIterator
 
-from otel_flask_monitor.aggregates import KNOWN_METHODS
 from otel_flask_monitor.config import MonitorSettings
 from otel_flask_monitor.diagnostics import EXCLUDED_PATHS, EXCLUDED_URLS, excluded_by
 from otel_flask_monitor.dispatch import FailureReporter, RecordDispatcher
 from otel_flask_monitor.instrumentation_guard import is_own_path, wsgi_prefix
-from otel_flask_monitor.record import ExceptionInfo, RequestRecord
+from otel_flask_monitor.record import KNOWN_METHODS, ExceptionInfo, RequestRecord
 from otel_flask_monitor.redaction import Redactor, redact_span_headers, truncate, truncate_middle
 from otel_flask_monitor.spans import enrich_span, server_span_of
 from otel_flask_monitor.streaming import BodyOutcome, MeasuredBody

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
 UNMATCHED_ROUTE = "<unmatched>"
 """Route key of requests that matched no URL rule (404s): one key, never one per raw path."""
+
+KNOWN_METHODS: Final = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY"}
+)
+"""The standard methods ``http.request.method`` carries as sent."""
+OTHER_METHOD: Final = "_OTHER"
+"""``http.request.method`` of a non-standard method, so that clients inventing methods cannot create
+keys (in the aggregates) or label values."""
 
 
 @dataclass(frozen=True, slots=True)

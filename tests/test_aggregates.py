@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import math
 import random
+import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import otel_flask_monitor.aggregates as package
 from otel_flask_monitor.aggregates import OVERFLOW_ROUTE, AggregateStore
+from otel_flask_monitor.config import resolve_settings
 from otel_flask_monitor.record import UNMATCHED_ROUTE, ExceptionInfo, RequestRecord
 
 
@@ -27,6 +34,11 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def new_store(clock: Callable[[], float] = time.time, **options: int) -> AggregateStore:
+    """A store with the configuration's defaults (the store has none of its own) but for ``options``."""
+    return AggregateStore.from_settings(resolve_settings(options, {}, {}), clock)
 
 
 def make_record(
@@ -95,7 +107,7 @@ def test_percentiles_are_within_two_percent_of_exact(draw: Callable[[random.Rand
     rng = random.Random(20240531)
     samples = [draw(rng) for _ in range(20_000)]
     clock = FakeClock()
-    store = AggregateStore(window_seconds=60, slot_seconds=10, clock=clock)
+    store = new_store(clock, window_seconds=60, slot_seconds=10)
     for index, duration in enumerate(samples):
         if index % 5000 == 0:
             clock.advance(10)  # spread over several slots: window percentiles merge slots
@@ -118,7 +130,7 @@ def test_percentiles_are_within_two_percent_of_exact(draw: Callable[[random.Rand
     )
 )
 def test_percentiles_are_within_two_percent_on_any_sample(samples: list[float]) -> None:
-    store = AggregateStore(window_seconds=60, slot_seconds=10, clock=FakeClock())
+    store = new_store(FakeClock(), window_seconds=60, slot_seconds=10)
     for duration in samples:
         store.record(make_record(duration_ms=duration))
     latency = store.snapshot()["totals"]["latency_ms"]
@@ -128,7 +140,7 @@ def test_percentiles_are_within_two_percent_on_any_sample(samples: list[float]) 
 
 def test_window_rolls_over_slot_by_slot() -> None:
     clock = FakeClock(1_000_000.0)
-    store = AggregateStore(window_seconds=60, slot_seconds=10, clock=clock)
+    store = new_store(clock, window_seconds=60, slot_seconds=10)
     for _ in range(5):
         store.record(make_record(duration_ms=100.0))
     clock.advance(30)
@@ -158,7 +170,7 @@ def test_window_rolls_over_slot_by_slot() -> None:
 
 def test_clock_stepping_back_does_not_rewrite_older_slots() -> None:
     clock = FakeClock(1_000_000.0)
-    store = AggregateStore(window_seconds=60, slot_seconds=10, clock=clock)
+    store = new_store(clock, window_seconds=60, slot_seconds=10)
     store.record(make_record())
     clock.advance(-25)
     store.record(make_record())
@@ -166,7 +178,7 @@ def test_clock_stepping_back_does_not_rewrite_older_slots() -> None:
 
 
 def test_counts_errors_bytes_and_recent_errors() -> None:
-    store = AggregateStore(window_seconds=60, slot_seconds=10, recent_errors=3, clock=FakeClock())
+    store = new_store(FakeClock(), window_seconds=60, slot_seconds=10, recent_errors=3)
     store.record(make_record(status=200, request_size=100, response_size=1000))
     store.record(make_record(status=404, path="/items/404"))
     store.record(make_record(status=500, trace_id="ab" * 16))
@@ -196,7 +208,7 @@ def test_counts_errors_bytes_and_recent_errors() -> None:
 
 
 def test_routes_beyond_max_routes_share_other() -> None:
-    store = AggregateStore(window_seconds=60, slot_seconds=10, max_routes=3, clock=FakeClock())
+    store = new_store(FakeClock(), window_seconds=60, slot_seconds=10, max_routes=3)
     for number in range(6):
         store.record(make_record(route=f"/route/{number}"))
     store.record(make_record(route="/route/0"))
@@ -216,7 +228,7 @@ def test_routes_beyond_max_routes_share_other() -> None:
 
 def test_idle_routes_give_their_place_to_new_ones_after_a_window() -> None:
     clock = FakeClock()
-    store = AggregateStore(window_seconds=60, slot_seconds=10, max_routes=2, clock=clock)
+    store = new_store(clock, window_seconds=60, slot_seconds=10, max_routes=2)
     store.record(make_record(route="/old/a"))
     store.record(make_record(route="/old/b"))
     clock.advance(120)
@@ -225,7 +237,7 @@ def test_idle_routes_give_their_place_to_new_ones_after_a_window() -> None:
 
 
 def test_unmatched_paths_and_invented_methods_do_not_create_keys() -> None:
-    store = AggregateStore(window_seconds=60, slot_seconds=10, max_routes=5, clock=FakeClock())
+    store = new_store(FakeClock(), window_seconds=60, slot_seconds=10, max_routes=5)
     for number in range(500):
         store.record(make_record(route=None, status=404, path=f"/scan/{number}"))
     for number in range(50):
@@ -239,7 +251,7 @@ def test_unmatched_paths_and_invented_methods_do_not_create_keys() -> None:
 
 
 def test_long_paths_and_user_agents_are_clipped_in_recent_errors() -> None:
-    store = AggregateStore(clock=FakeClock())
+    store = new_store(FakeClock())
     store.record(make_record(route=None, status=404, path="/" + "a" * 5000, user_agent="b" * 5000))
     error = store.snapshot()["recent_client_errors"][0]
     assert len(error["path"]) <= 300
@@ -247,7 +259,7 @@ def test_long_paths_and_user_agents_are_clipped_in_recent_errors() -> None:
 
 
 def test_concurrent_records_are_all_counted() -> None:
-    store = AggregateStore(window_seconds=60, slot_seconds=10)
+    store = new_store(window_seconds=60, slot_seconds=10)
     threads_count, per_thread = 8, 2500
     start = threading.Barrier(threads_count)
 
@@ -272,15 +284,18 @@ def test_concurrent_records_are_all_counted() -> None:
 
 def test_invalid_window_is_rejected() -> None:
     with pytest.raises(ValueError, match="slot_seconds"):
-        AggregateStore(window_seconds=5, slot_seconds=10)
+        AggregateStore(window_seconds=5, slot_seconds=10, max_routes=200, recent_errors=50)
 
 
 def test_importable_without_flask() -> None:
     code = (
-        "import sys; sys.modules['flask'] = None\n"
+        "import importlib, pkgutil, sys; sys.modules['flask'] = None\n"
+        "import otel_flask_monitor.aggregates as package\n"
+        "for module in pkgutil.iter_modules(package.__path__):\n"
+        "    importlib.import_module(f'otel_flask_monitor.aggregates.{module.name}')\n"
         "from otel_flask_monitor.aggregates import AggregateStore\n"
         "from otel_flask_monitor.record import RequestRecord\n"
-        "store = AggregateStore()\n"
+        "store = AggregateStore(window_seconds=900, slot_seconds=10, max_routes=200, recent_errors=50)\n"
         "print(store.snapshot()['totals']['requests'])\n"
     )
     result = subprocess.run(
@@ -288,3 +303,21 @@ def test_importable_without_flask() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0"
+
+
+def test_the_package_modules_import_one_way() -> None:
+    """Each module of the package imports only modules listed before it in the package's docstring."""
+    order = re.findall(r"^- ``(\w+)``", package.__doc__ or "", re.MULTILINE)
+    modules = [path.stem for path in Path(package.__path__[0]).glob("*.py") if path.stem != "__init__"]
+    assert sorted(order) == sorted(modules)
+    for position, name in enumerate(order):
+        module = importlib.import_module(f"otel_flask_monitor.aggregates.{name}")
+        tree = ast.parse(Path(str(module.__file__)).read_text())
+        imported = {
+            node.module.rsplit(".", 1)[-1]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            and node.module is not None
+            and node.module.startswith("otel_flask_monitor.aggregates.")
+        }
+        assert imported <= set(order[:position]), (name, imported - set(order[:position]))

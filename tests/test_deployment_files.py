@@ -22,8 +22,8 @@ import pytest
 import yaml
 from flask import Flask
 
+from otel_flask_monitor.aggregates.workers import AUTO as MULTIPROCESS_AUTO
 from otel_flask_monitor.config import resolve_settings
-from otel_flask_monitor.multiprocess import AUTO as MULTIPROCESS_AUTO
 from otel_flask_monitor.system_metrics import ProcessSampler, register_instruments
 from tests.prometheus_names import prometheus_metric_name
 

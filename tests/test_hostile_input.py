@@ -35,15 +35,10 @@ from hypothesis import strategies as st
 from werkzeug.test import EnvironBuilder
 
 from otel_flask_monitor import get_state
-from otel_flask_monitor.aggregates import (
-    KNOWN_METHODS,
-    OTHER_METHOD,
-    OVERFLOW_METHOD,
-    OVERFLOW_ROUTE,
-)
+from otel_flask_monitor.aggregates import OVERFLOW_METHOD, OVERFLOW_ROUTE
 from otel_flask_monitor.demo.app import create_app
 from otel_flask_monitor.demo.shop import Shop
-from otel_flask_monitor.record import UNMATCHED_ROUTE, RequestRecord
+from otel_flask_monitor.record import KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE, RequestRecord
 from tests.conftest import LOG_EXPORTER, SPAN_EXPORTER, Exported
 
 ATTRIBUTE_LIMIT = 1024  # documented default of max_attribute_length (docs/configuration.md)

@@ -23,7 +23,7 @@ import psutil
 import pytest
 import requests
 
-from otel_flask_monitor.multiprocess import STATE_FILE
+from otel_flask_monitor.aggregates.wire import STATE_FILE
 from tests.real_processes import (
     DEMO_APP,
     REPO,
