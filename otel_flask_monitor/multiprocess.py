@@ -408,7 +408,3 @@ def _after_fork_in_child() -> None:
 def _close_all() -> None:
     for instance in list(_INSTANCES):
         instance.close()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

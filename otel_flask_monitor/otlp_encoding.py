@@ -32,11 +32,11 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs as sdk_encode_logs
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
-from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status
+
+from otel_flask_monitor._otel_compat import ReadableLogRecord, sdk_encode_logs
 
 __all__ = ["UnsupportedValueError", "encode_logs", "encode_logs_fast", "encode_spans", "encode_spans_fast"]
 

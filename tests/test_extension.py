@@ -100,12 +100,12 @@ def test_every_option_is_documented() -> None:
 def test_a_failing_consumer_never_reaches_the_request(
     monkeypatch: pytest.MonkeyPatch, exported: Exported, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from otel_flask_monitor import extension
+    from otel_flask_monitor import signals
 
     def broken_log(*_: object) -> None:
         raise RuntimeError("log consumer exploded")
 
-    monkeypatch.setattr(extension, "emit_request_log", broken_log)
+    monkeypatch.setattr(signals, "emit_request_log", broken_log)
     app = build_app()
     client = app.test_client()
 

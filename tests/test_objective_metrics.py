@@ -223,7 +223,7 @@ def test_a_forked_worker_starts_counting_from_zero() -> None:
     policy = parse_objectives("objectives", {"default": {"availability": 99}})
     counter = ObjectiveCounter(policy, max_routes=10, routes=lambda: RECORD_ROUTES)
     counter.record(make_record("/r0"))
-    counter.reset_after_fork()
+    counter.after_fork_in_child()
     counter.record(make_record("/r0", status=502))
     assert counted(counter)[("/r0", "availability", "good")] == 0
     assert counted(counter)[("/r0", "availability", "bad")] == 1

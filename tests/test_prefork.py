@@ -130,16 +130,17 @@ def test_every_worker_exports_as_its_own_instance(preload: bool, tmp_path: Path)
 _FORK_SCRIPT: Final = r"""
 import json, os, signal, sys, threading, time
 from otel_flask_monitor import telemetry
+from otel_flask_monitor.process import PROCESS
 
-telemetry.setup_telemetry(enabled=True, service_name="fork-test", fallback_service_name="x",
-                          flush_timeout_seconds=1, attribute_length_limit=8192)
-health = telemetry._PROCESS.health
+telemetry.setup_telemetry(PROCESS.telemetry, enabled=True, service_name="fork-test",
+                          fallback_service_name="x", flush_timeout_seconds=1, attribute_length_limit=8192)
+health = PROCESS.telemetry.health
 health.record_failure("logs", 7)
 health.record_dropped("traces", 3)
 
 def identity():
     out = []
-    for provider in telemetry.owned_providers():
+    for provider in PROCESS.telemetry.owned:
         resource = getattr(provider, "resource", None) or provider._sdk_config.resource
         out.append([resource.attributes.get("service.instance.id"), resource.attributes.get("process.pid")])
     return out

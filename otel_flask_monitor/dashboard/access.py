@@ -44,6 +44,7 @@ from typing import Final
 from flask import Request, current_app
 
 from otel_flask_monitor.config import MonitorSettings
+from otel_flask_monitor.hosts import host_name, split_host_port
 
 _logger = logging.getLogger("otel_flask_monitor")
 
@@ -79,15 +80,12 @@ class Denial:
 
 
 def is_loopback(address: str | None) -> bool:
+    """A loopback IP address, with or without a port (``Forwarded: for="[::1]:8080"``)."""
     if not address:
         return False
-    text = address.strip().strip('"')
-    if text.startswith("["):  # Forwarded: for="[::1]:8080"
-        text = text[1:].split("]", 1)[0]
-    elif text.count(":") == 1:  # IPv4 with a port
-        text = text.split(":", 1)[0]
+    host, _ = split_host_port(address.strip().strip('"'))
     try:
-        return ipaddress.ip_address(text.split("%", 1)[0]).is_loopback
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
     except ValueError:
         return False
 
@@ -104,16 +102,6 @@ def _forwarded_addresses(request: Request) -> list[str]:
                 if name.strip().lower() == "for":
                     addresses.append(address.strip())
     return addresses
-
-
-def host_name(host_header: str) -> str:
-    """The name part of a Host header value, lower case, without port, brackets or trailing dot."""
-    host = host_header.strip().lower()
-    if host.startswith("["):
-        return host[1:].split("]", 1)[0]
-    if host.count(":") == 1:
-        host = host.split(":", 1)[0]
-    return host.rstrip(".")
 
 
 def is_loopback_host(host_header: str | None, extra_names: Collection[str] = ()) -> bool:

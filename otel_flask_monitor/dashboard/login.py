@@ -10,16 +10,15 @@ posts another site made the browser send.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import Final
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Request, abort, current_app, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from otel_flask_monitor.config import MonitorSettings
 from otel_flask_monitor.dashboard.access import SESSION_COOKIE, DashboardAccess, token_matches
-
-if TYPE_CHECKING:
-    from otel_flask_monitor.config import MonitorSettings
+from otel_flask_monitor.state import get_state
 
 LOGIN_ENDPOINTS: Final = frozenset({"login", "login_submit", "logout"})
 """Endpoints (without the blueprint name) that answer without access: they hold no data."""
@@ -33,8 +32,6 @@ _DEFAULT_PORTS: Final = {"http": "80", "https": "443"}
 
 
 def _settings() -> MonitorSettings:
-    from otel_flask_monitor.extension import get_state
-
     return get_state(current_app).settings
 
 

@@ -27,8 +27,8 @@ from otel_flask_monitor import get_state
 from otel_flask_monitor.demo import traffic
 from otel_flask_monitor.demo.app import create_app
 from otel_flask_monitor.demo.traffic import REQUESTS_PER_SECOND
-from otel_flask_monitor.diagnostics import SIGNALS, Finding
-from otel_flask_monitor.telemetry import exporter_names, otlp_endpoint, otlp_protocol, sdk_disabled
+from otel_flask_monitor.diagnostics import Finding
+from otel_flask_monitor.otel_env import SIGNALS, exporter_names, otlp_endpoint, otlp_protocol, sdk_disabled
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 5001

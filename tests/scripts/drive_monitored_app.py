@@ -15,7 +15,7 @@ import time
 from flask import Flask
 
 from otel_flask_monitor import FlaskMonitor, get_state
-from otel_flask_monitor.telemetry import owned_providers
+from otel_flask_monitor.process import PROCESS
 
 
 def main() -> None:
@@ -67,7 +67,7 @@ def main() -> None:
                 "statuses": statuses,
                 "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else 0,
                 "max_ms": latencies[-1] * 1000 if latencies else 0,
-                "owned_providers": [type(p).__name__ for p in owned_providers()],
+                "owned_providers": [type(p).__name__ for p in PROCESS.telemetry.owned],
                 "health": state.telemetry.health.as_dict(),
             }
         ),
