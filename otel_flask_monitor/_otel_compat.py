@@ -4,9 +4,10 @@ The Logs API and SDK still live under underscore modules, and a few things the m
 no public API (a provider's processors, the batch queue's fill, a provider's resource after fork,
 the exporter's HTTP session, the Flask instrumentation's per-request span). Nothing else in the
 package imports an underscore module of OpenTelemetry or reads a private attribute of its objects:
-they import from here (tests/test_otel_compat.py checks both). :data:`PRIVATE_NAMES` lists each
-private name with what depends on it; :func:`private_surface_problems` checks them all against the
-installed packages, so an upgrade that moves one fails a test that names it, not a request.
+they import from here. :data:`PRIVATE_NAMES` lists each private name with what depends on it and
+what it must be; tests/test_otel_compat.py checks them all against the installed packages (an
+upgrade that moves one fails a test that names it, not a request) and that no other module of the
+package reaches past this one.
 
 Checked against :data:`CHECKED_AGAINST`. Names that pull in heavy modules (the OTLP exporters,
 gRPC) load on first use.
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import Callable, Iterator, Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final
 
 import requests
@@ -51,13 +54,7 @@ if TYPE_CHECKING:
     from opentelemetry.exporter.otlp.proto.http._common import RequestPayloadTooLargeError
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as OTLPHttpLogExporter
 
-__all__ = [
-    "CHECKED_AGAINST",
-    "INSTRUMENTATION_BEFORE_REQUEST",
-    "INSTRUMENTATION_SPAN_KEY",
-    "INSTRUMENTATION_TEARDOWN_REQUEST",
-    "PRIVATE_NAMES",
-    "SDK_EXPORT_LOGGERS",
+__all__ = [  # what other modules import from the underscore modules, through here
     "BatchLogRecordProcessor",
     "ConsoleLogRecordExporter",
     "InMemoryLogRecordExporter",
@@ -72,30 +69,39 @@ __all__ = [
     "SdkLoggerProvider",
     "SeverityNumber",
     "SimpleLogRecordProcessor",
-    "adopt_metric_preferences",
-    "export_operation",
-    "exporter_is_shut_down",
-    "fast_export_internals_present",
     "get_logger",
     "get_logger_provider",
-    "is_flask_instrumentation_hook",
-    "is_instrumented",
-    "log_pipeline_gap",
-    "logger_provider_configured",
-    "max_request_size",
-    "meter_provider_configured",
-    "otlp_exporter",
-    "post_export_request",
-    "private_surface_problems",
-    "process_dependent_resource",
-    "queue_is_full",
-    "renew_http_session",
-    "sdk_encode_logs",
     "set_logger_provider",
-    "tracer_provider_configured",
-    "uninstrumented_wsgi_app",
-    "update_resource",
 ]
+
+SDK_EXPORT_LOGGERS: Final = (
+    "opentelemetry.exporter.otlp.common.http",
+    "opentelemetry.exporter.otlp.proto.http._log_exporter",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.sdk._shared_internal",
+    "opentelemetry.sdk.metrics._internal.export",
+)
+"""The loggers (module names) the SDK's export path writes its per-batch and per-retry lines to."""
+
+
+INSTRUMENTATION_SPAN_KEY: Final = "opentelemetry-flask.span_key"
+"""Where the Flask instrumentation keeps the span it opened for a request, in the WSGI environ
+(``_ENVIRON_SPAN_KEY``, set in its ``_before_request``). No public API names the span of a given
+request: the current span is the caller's own when the monitor's hooks run outside the
+instrumentation's."""
+INSTRUMENTATION_BEFORE_REQUEST: Final = "_before_request"
+INSTRUMENTATION_TEARDOWN_REQUEST: Final = "_teardown_request"
+"""The app attributes ``instrument_app`` keeps its hooks in (``uninstrument_app`` removes them by
+these references)."""
+_INSTRUMENTATION_MODULE: Final = "opentelemetry.instrumentation.flask"
+
+
+def is_flask_instrumentation_hook(function: object) -> bool:
+    """``function`` is one of the hooks the Flask instrumentation registered on an app."""
+    return str(getattr(function, "__module__", "")).startswith(_INSTRUMENTATION_MODULE)
+
 
 CHECKED_AGAINST: Final = {
     "opentelemetry-api": "1.45.1",
@@ -112,78 +118,102 @@ CHECKED_AGAINST: Final = {
 
 @dataclass(frozen=True, slots=True)
 class PrivateName:
-    name: str
-    """Where it lives (``module:attribute`` or ``Class.attribute``)."""
+    owner: str
+    """``module`` (then ``path`` is ``package.module:name``), ``logger`` (``path`` is a module that
+    logs under its own name), or the kind of object it is read on (tests/test_otel_compat.py builds
+    one of each)."""
+    path: str
     used_for: str
+    holds: Callable[[Any], bool] = bool
+    """What the value must be for the monitor's use of it to hold."""
 
+
+def _is(kind: type) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, kind)
+
+
+def _logs_under_its_name(module: ModuleType) -> bool:
+    return any(
+        isinstance(value, logging.Logger) and value.name == module.__name__ for value in vars(module).values()
+    )
+
+
+_PRIVATE_MODULE_NAMES: Final = {
+    "opentelemetry._logs:Logger": "the Logs API (Logger, LogRecord, SeverityNumber)",
+    "opentelemetry._logs._internal:ProxyLoggerProvider": "is a logger provider set?",
+    "opentelemetry.metrics._internal:_ProxyMeterProvider": "is a meter provider set?",
+    "opentelemetry.sdk._logs:LoggerProvider": "the Logs SDK",
+    "opentelemetry.sdk._logs.export:BatchLogRecordProcessor": "the Logs SDK's processors",
+    "opentelemetry.sdk.resources:_get_process_dependent_resource": "after fork: the child's instance id",
+    "opentelemetry.exporter.otlp.proto.http._log_exporter:OTLPLogExporter": "OTLP/HTTP logs",
+    "opentelemetry.exporter.otlp.proto.grpc._log_exporter:OTLPLogExporter": "OTLP/gRPC logs",
+    "opentelemetry.exporter.otlp.proto.http._common:RequestPayloadTooLargeError": "otlp_exporters",
+    "opentelemetry.exporter.otlp.proto.common._log_encoder:encode_logs": "otlp_encoding's fallback",
+}
 
 PRIVATE_NAMES: Final = (
+    *(PrivateName("module", path, used_for) for path, used_for in _PRIVATE_MODULE_NAMES.items()),
     PrivateName(
-        "opentelemetry._logs", "the Logs API: Logger, LogRecord, SeverityNumber, the global provider"
-    ),
-    PrivateName("opentelemetry._logs._internal:ProxyLoggerProvider", "is a logger provider configured?"),
-    PrivateName("opentelemetry.metrics._internal:_ProxyMeterProvider", "is a meter provider configured?"),
-    PrivateName(
-        "opentelemetry.sdk._logs", "the Logs SDK: LoggerProvider, ReadableLogRecord, ReadWriteLogRecord"
-    ),
-    PrivateName("opentelemetry.sdk._logs.export", "log record processors and exporters"),
-    PrivateName(
-        "LoggerProvider._multi_log_record_processor._log_record_processors",
-        "diagnostics: a logger provider without a processor drops every record",
-    ),
-    PrivateName(
-        "BatchLogRecordProcessor._batch_processor._queue / BatchSpanProcessor._batch_processor._queue",
-        "export health: the SDK drops the oldest item of a full queue without counting it",
-    ),
-    PrivateName(
-        "TracerProvider._update_resource / LoggerProvider._update_resource / MeterProvider._update_resource",
-        "after fork: a worker's providers get its own process.pid and service.instance.id",
-    ),
-    PrivateName(
-        "opentelemetry.sdk.resources:_get_process_dependent_resource",
-        "after fork: the service.instance.id the SDK's own after-fork hooks give the child",
-    ),
-    PrivateName(
-        "MetricExporter._preferred_temporality / MetricExporter._preferred_aggregation",
-        "the export-health wrapper of a metric exporter hands the reader the exporter's preferences",
-    ),
-    PrivateName(
-        "OTLP/HTTP exporters ._client._transport._session (a requests.Session)",
-        "after fork: a worker must not share the parent's pooled connections",
-    ),
-    PrivateName(
-        "opentelemetry.exporter.otlp.proto.http._log_exporter:OTLPLogExporter / "
-        "opentelemetry.exporter.otlp.proto.grpc._log_exporter:OTLPLogExporter",
-        "the OTLP log exporters (no public module path)",
-    ),
-    PrivateName(
-        "OTLPSpanExporter / OTLPLogExporter (HTTP): ._shutdown, ._max_request_size, "
-        "._metrics.export_operation(n), ._client.export(bytes)",
-        "otlp_exporters: the SDK's export() around the fast encoder",
-    ),
-    PrivateName(
-        "opentelemetry.exporter.otlp.proto.http._common:RequestPayloadTooLargeError",
-        "otlp_exporters: the error type of an oversized batch, as the SDK reports it",
-    ),
-    PrivateName(
-        "opentelemetry.exporter.otlp.proto.common._log_encoder:encode_logs",
-        "otlp_encoding: the SDK's log encoder, for what the fast encoder leaves to it",
-    ),
-    PrivateName(
+        "module",
         "opentelemetry.instrumentation.flask:_ENVIRON_SPAN_KEY",
-        "the server span the instrumentation opened for a request (WSGI environ key)",
+        "the server span of a request (INSTRUMENTATION_SPAN_KEY)",
+        lambda key: key == INSTRUMENTATION_SPAN_KEY,
+    ),
+    *(
+        PrivateName(
+            provider, "_update_resource", "after fork: a worker's own process.pid and instance id", callable
+        )
+        for provider in ("tracer_provider", "logger_provider", "meter_provider")
     ),
     PrivateName(
-        "Flask app ._is_instrumented_by_opentelemetry / ._original_wsgi_app / ._before_request / "
-        "._teardown_request (set by FlaskInstrumentor.instrument_app)",
-        "instrument an app once; keep the monitor's own routes out of the instrumentation",
+        "logger_provider",
+        "_multi_log_record_processor._log_record_processors",
+        "diagnostics: a provider without a processor drops every record",
+        _is(tuple),
     ),
-    PrivateName(
-        "SDK export logger names (SDK_EXPORT_LOGGERS)",
-        "export health: the SDK's per-retry lines of the monitor's own exporters",
+    *(
+        PrivateName(
+            processor, "_batch_processor._queue.maxlen", "export health: drops of a full queue", _is(int)
+        )
+        for processor in ("log_batch_processor", "span_batch_processor")
+    ),
+    *(
+        PrivateName(
+            exporter, "_client._transport._session", "after fork: fresh connections", _is(requests.Session)
+        )
+        for exporter in ("otlp_http_span_exporter", "otlp_http_log_exporter", "otlp_http_metric_exporter")
+    ),
+    *(
+        PrivateName(exporter, name, "otlp_exporters: the SDK's export() around the fast encoder", check)
+        for exporter in ("otlp_http_span_exporter", "otlp_http_log_exporter")
+        for name, check in (
+            ("_shutdown", _is(bool)),
+            ("_max_request_size", _is(int)),
+            ("_metrics.export_operation", callable),
+            ("_client.export", callable),
+        )
+    ),
+    *(
+        PrivateName(
+            "otlp_http_metric_exporter", name, "the metric reader reads it from the exporter", _is(dict)
+        )
+        for name in ("_preferred_temporality", "_preferred_aggregation")
+    ),
+    *(
+        PrivateName("instrumented_app", name, "FlaskInstrumentor.instrument_app keeps it on the app", check)
+        for name, check in (
+            ("_is_instrumented_by_opentelemetry", bool),
+            ("_original_wsgi_app", callable),
+            (INSTRUMENTATION_BEFORE_REQUEST, is_flask_instrumentation_hook),
+            (INSTRUMENTATION_TEARDOWN_REQUEST, is_flask_instrumentation_hook),
+        )
+    ),
+    *(
+        PrivateName("logger", name, "export health: the SDK's per-retry lines", _logs_under_its_name)
+        for name in SDK_EXPORT_LOGGERS
     ),
 )
-"""Every private name above, with what depends on it."""
+"""Every private name of OpenTelemetry the monitor relies on: where, what for, what it must be."""
 
 
 # ---- providers ------------------------------------------------------------------------------------
@@ -358,30 +388,7 @@ def post_export_request(exporter: Any, payload: bytes) -> Any:
     return exporter._client.export(payload)
 
 
-SDK_EXPORT_LOGGERS: Final = (
-    "opentelemetry.exporter.otlp.common.http",
-    "opentelemetry.exporter.otlp.proto.http._log_exporter",
-    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
-    "opentelemetry.exporter.otlp.proto.grpc.exporter",
-    "opentelemetry.sdk._shared_internal",
-    "opentelemetry.sdk.metrics._internal.export",
-)
-"""The loggers (module names) the SDK's export path writes its per-batch and per-retry lines to."""
-
-
 # ---- the Flask instrumentation ------------------------------------------------------------------
-
-INSTRUMENTATION_SPAN_KEY: Final = "opentelemetry-flask.span_key"
-"""Where the Flask instrumentation keeps the span it opened for a request, in the WSGI environ
-(``_ENVIRON_SPAN_KEY``, set in its ``_before_request``). No public API names the span of a given
-request: the current span is the caller's own when the monitor's hooks run outside the
-instrumentation's."""
-INSTRUMENTATION_BEFORE_REQUEST: Final = "_before_request"
-INSTRUMENTATION_TEARDOWN_REQUEST: Final = "_teardown_request"
-"""The app attributes ``instrument_app`` keeps its hooks in (``uninstrument_app`` removes them by
-these references)."""
-_INSTRUMENTATION_MODULE: Final = "opentelemetry.instrumentation.flask"
 
 
 def is_instrumented(app: Flask) -> bool:
@@ -393,130 +400,3 @@ def uninstrumented_wsgi_app(app: Flask) -> WSGIApplication | None:
     """The ``wsgi_app`` the instrumentation wrapped (it keeps it on the app), or None."""
     original: WSGIApplication | None = getattr(app, "_original_wsgi_app", None)
     return original
-
-
-def is_flask_instrumentation_hook(function: object) -> bool:
-    """``function`` is one of the hooks the Flask instrumentation registered on an app."""
-    return str(getattr(function, "__module__", "")).startswith(_INSTRUMENTATION_MODULE)
-
-
-# ---- the check ----------------------------------------------------------------------------------
-
-
-def private_surface_problems() -> list[str]:
-    """Each private name of :data:`PRIVATE_NAMES` the installed packages lack, as a sentence naming
-    it (empty: all present). Builds throw-away providers, processors and exporters; no network."""
-    problems: list[str] = []
-
-    def check(name: str, condition: Callable[..., object], *arguments: Any) -> None:
-        try:
-            ok = bool(condition(*arguments))
-        except Exception as error:
-            problems.append(f"{name}: {type(error).__name__}: {error}")
-            return
-        if not ok:
-            problems.append(f"{name}: missing or of another shape")
-
-    for path in (*_OTLP_EXPORTER_CLASSES.values(), *_LAZY.values()):
-        check(path, _load, path)
-    check("opentelemetry.sdk.resources:_get_process_dependent_resource", process_dependent_resource)
-    check("opentelemetry.instrumentation.flask:_ENVIRON_SPAN_KEY", _span_key_matches)
-    for name in SDK_EXPORT_LOGGERS:
-        check(f"logger {name} (a module)", importlib.import_module, name)
-    with _throwaway_pipeline() as (providers, processors, exporters):
-        for provider in providers:
-            check(f"{type(provider).__name__}._update_resource", _has_method, provider, "_update_resource")
-        check(
-            "LoggerProvider._multi_log_record_processor._log_record_processors",
-            _attribute_is,
-            providers[1],
-            "_multi_log_record_processor._log_record_processors",
-            tuple,
-        )
-        for processor in processors:
-            check(
-                f"{type(processor).__name__}._batch_processor._queue.maxlen",
-                _attribute_is,
-                processor,
-                "_batch_processor._queue.maxlen",
-                int,
-            )
-        for exporter in exporters:
-            kind = type(exporter).__name__
-            check(
-                f"{kind}._client._transport._session",
-                _attribute_is,
-                exporter,
-                "_client._transport._session",
-                requests.Session,
-            )
-            if kind == "OTLPMetricExporter":
-                for name in ("_preferred_temporality", "_preferred_aggregation"):
-                    check(f"{kind}.{name}", _attribute_is, exporter, name, dict)
-            else:
-                check(
-                    f"{kind}: ._shutdown, ._max_request_size, ._metrics, ._client",
-                    fast_export_internals_present,
-                    exporter,
-                )
-    check("FlaskInstrumentor.instrument_app: the app attributes", _instrumented_app_attributes)
-    return problems
-
-
-def _has_method(owner: object, name: str) -> bool:
-    return callable(getattr(owner, name))
-
-
-def _attribute_is(owner: object, dotted: str, kind: type) -> bool:
-    value = owner
-    for name in dotted.split("."):
-        value = getattr(value, name)
-    return isinstance(value, kind)
-
-
-def _span_key_matches() -> bool:
-    from opentelemetry.instrumentation import flask as instrumentation
-
-    return bool(instrumentation._ENVIRON_SPAN_KEY == INSTRUMENTATION_SPAN_KEY)
-
-
-@contextlib.contextmanager
-def _throwaway_pipeline() -> Iterator[tuple[list[Any], list[Any], list[Any]]]:
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    providers: list[Any] = [
-        TracerProvider(shutdown_on_exit=False),
-        SdkLoggerProvider(shutdown_on_exit=False),
-        MeterProvider(shutdown_on_exit=False),
-    ]
-    processors: list[Any] = [
-        BatchLogRecordProcessor(InMemoryLogRecordExporter()),  # type: ignore[no-untyped-call]
-        BatchSpanProcessor(InMemorySpanExporter()),
-    ]
-    exporters = [otlp_exporter("http/protobuf", signal) for signal in ("traces", "logs", "metrics")]
-    try:
-        yield providers, processors, exporters
-    finally:
-        for item in (*processors, *exporters, *providers):
-            item.shutdown()
-
-
-def _instrumented_app_attributes() -> bool:
-    from flask import Flask
-    from opentelemetry.instrumentation.flask import FlaskInstrumentor
-
-    app = Flask("otel_flask_monitor_compat_check")
-    FlaskInstrumentor().instrument_app(app)  # type: ignore[no-untyped-call]
-    try:
-        return (
-            is_instrumented(app)
-            and uninstrumented_wsgi_app(app) is not None
-            and is_flask_instrumentation_hook(getattr(app, INSTRUMENTATION_BEFORE_REQUEST))
-            and is_flask_instrumentation_hook(getattr(app, INSTRUMENTATION_TEARDOWN_REQUEST))
-            and getattr(app, INSTRUMENTATION_BEFORE_REQUEST) in app.before_request_funcs[None]
-        )
-    finally:
-        FlaskInstrumentor().uninstrument_app(app)  # type: ignore[no-untyped-call]
