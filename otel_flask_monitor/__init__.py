@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from otel_flask_monitor._version import __version__
 from otel_flask_monitor.aggregates import AggregateStore
-from otel_flask_monitor.objectives import Availability, Latency, objective
+from otel_flask_monitor.objective_declarations import objective
+from otel_flask_monitor.objectives import Availability, Latency
 from otel_flask_monitor.record import ExceptionInfo, RequestRecord
 
 if TYPE_CHECKING:

@@ -29,13 +29,8 @@ from otel_flask_monitor.alert_rules import (
     render_yaml,
 )
 from otel_flask_monitor.config import resolve_settings
-from otel_flask_monitor.objectives import (
-    AppRoute,
-    ObjectivePolicy,
-    RouteObjectives,
-    app_routes,
-    describe_table,
-)
+from otel_flask_monitor.objective_declarations import app_routes
+from otel_flask_monitor.objectives import AppRoute, ObjectivePolicy, RouteObjectives, describe_table
 from otel_flask_monitor.state import get_state, is_monitored
 from otel_flask_monitor.telemetry import build_resource
 

@@ -16,7 +16,8 @@ from typing import Any, Final
 
 from flask import Request
 
-from otel_flask_monitor.objectives import NO_OBJECTIVES, ObjectiveError, ObjectivePolicy, parse_objectives
+from otel_flask_monitor.objective_declarations import parse_objectives
+from otel_flask_monitor.objectives import NO_OBJECTIVES, ObjectiveError, ObjectivePolicy
 
 AccessCheck = Callable[[Request], bool]
 

@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Final
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from otel_flask_monitor.objectives import AppRoute, Latency, ObjectivePolicy, RouteObjectives, app_routes
+from otel_flask_monitor.objective_declarations import app_routes
+from otel_flask_monitor.objectives import AppRoute, Latency, ObjectivePolicy, RouteObjectives
 from otel_flask_monitor.record import RequestRecord
 
 if TYPE_CHECKING:

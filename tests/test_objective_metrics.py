@@ -14,13 +14,14 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Sum
 
 from otel_flask_monitor import FlaskMonitor
 from otel_flask_monitor.alert_rules import PROMETHEUS_METRIC
+from otel_flask_monitor.objective_declarations import objective, parse_objectives
 from otel_flask_monitor.objective_metrics import (
     METRIC_NAME,
     METRIC_UNIT,
     ObjectiveCounter,
     register_instrument,
 )
-from otel_flask_monitor.objectives import AppRoute, Latency, objective, parse_objectives
+from otel_flask_monitor.objectives import AppRoute, Latency
 from tests.prometheus_names import prometheus_metric_name
 from tests.test_aggregates import make_record
 
