@@ -2,7 +2,7 @@
 
 A browser cannot add ``Authorization: Bearer`` to a page load, so with ``access_token`` set a
 non-loopback person signs in once with the token through a plain HTML form and receives a signed,
-expiring session cookie (:func:`~otel_flask_monitor.dashboard.access.issue_session`), never the token
+expiring session cookie (:func:`~otel_flask_monitor.dashboard.sessions.issue_session`), never the token
 itself; ``POST /logout`` deletes and revokes it. Without ``access_token`` both routes answer 404.
 Wrong tokens count against the same per-address budget as wrong bearer tokens, and both forms refuse
 posts another site made the browser send.
@@ -17,7 +17,8 @@ from flask import Blueprint, Request, abort, current_app, redirect, render_templ
 from werkzeug.wrappers import Response
 
 from otel_flask_monitor.config import MonitorSettings
-from otel_flask_monitor.dashboard.access import SESSION_COOKIE, DashboardAccess, token_matches
+from otel_flask_monitor.dashboard.access import DashboardAccess, token_matches
+from otel_flask_monitor.dashboard.sessions import SESSION_COOKIE
 from otel_flask_monitor.state import get_state
 
 LOGIN_ENDPOINTS: Final = frozenset({"login", "login_submit", "logout"})
