@@ -259,11 +259,18 @@ def encode_spans_fast(spans: Sequence[ReadableSpan]) -> bytes:
 
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     """The serialized ExportTraceServiceRequest for ``spans``, as the SDK encoder would produce it."""
+    return _fast_else_sdk(
+        encode_spans_fast, spans, lambda: sdk_encode_spans(spans).SerializePartialToString()
+    )
+
+
+def _fast_else_sdk(
+    fast: Callable[[Sequence[Any]], bytes], batch: Sequence[Any], sdk: Callable[[], bytes]
+) -> bytes:
     try:
-        return encode_spans_fast(spans)
+        return fast(batch)
     except Exception:  # anything unexpected: the SDK encoder decides (it may raise the same error)
-        serialized: bytes = sdk_encode_spans(spans).SerializePartialToString()
-        return serialized
+        return sdk()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -312,8 +319,4 @@ def encode_logs_fast(batch: Sequence[ReadableLogRecord]) -> bytes:
 
 def encode_logs(batch: Sequence[ReadableLogRecord]) -> bytes:
     """The serialized ExportLogsServiceRequest for ``batch``, as the SDK encoder would produce it."""
-    try:
-        return encode_logs_fast(batch)
-    except Exception:  # anything unexpected: the SDK encoder decides (it may raise the same error)
-        serialized: bytes = sdk_encode_logs(batch).SerializeToString()
-        return serialized
+    return _fast_else_sdk(encode_logs_fast, batch, lambda: sdk_encode_logs(batch).SerializeToString())
