@@ -1,7 +1,7 @@
-"""What never leaves the process: secret header and query parameter values, credentials in endpoint
-URLs, oversized strings.
+"""What never leaves the process: secret values, credentials in endpoint URLs, oversized strings.
 
-Importable without Flask, and pure. Sizes are UTF-8 bytes, as the OTLP encoding and Loki count them:
+Secret values are those of headers and query parameters the settings name. Importable without Flask,
+and pure. Sizes are UTF-8 bytes, as the OTLP encoding and Loki count them:
 a limit of 1024 keeps 1024 ASCII characters or 256 four-byte ones, and a cut never splits a character.
 """
 

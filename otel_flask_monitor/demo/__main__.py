@@ -1,5 +1,6 @@
-"""``python -m otel_flask_monitor.demo [--host H] [--port P] [--traffic [SECONDS]]``: serve the shop demo
-(threaded werkzeug).
+"""Serves the shop demo (threaded werkzeug) and says where its telemetry goes.
+
+    python -m otel_flask_monitor.demo [--host H] [--port P] [--traffic [SECONDS]]
 
 Telemetry goes wherever the standard ``OTEL_*`` variables say (by default OTLP/HTTP to localhost:4318).
 The demo says once, at start, where that is and whether anything answers there; with no Collector the
