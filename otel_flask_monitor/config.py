@@ -18,6 +18,8 @@ from flask import Request
 
 from otel_flask_monitor.objective_declarations import parse_objectives
 from otel_flask_monitor.objectives import NO_OBJECTIVES, ObjectiveError, ObjectivePolicy
+from otel_flask_monitor.record import MAX_CAPTURED_HEADERS, MAX_HEADER_NAME_BYTES
+from otel_flask_monitor.redaction import utf8_length
 
 AccessCheck = Callable[[Request], bool]
 
@@ -114,6 +116,18 @@ def _parse_str_tuple(name: str, value: object) -> tuple[str, ...]:
     if isinstance(value, Iterable):
         return tuple(str(part) for part in value)
     raise ConfigError(f"{name}: expected a comma-separated string or a list of strings, got {value!r}")
+
+
+def _parse_header_names(name: str, value: object) -> tuple[str, ...]:
+    names = _parse_str_tuple(name, value)
+    if len(names) > MAX_CAPTURED_HEADERS:
+        raise ConfigError(f"{name}: at most {MAX_CAPTURED_HEADERS} headers can be captured, got {len(names)}")
+    for header in names:
+        if not header or utf8_length(header) > MAX_HEADER_NAME_BYTES:
+            raise ConfigError(
+                f"{name}: {header!r} is not a header name of 1 to {MAX_HEADER_NAME_BYTES} bytes"
+            )
+    return names
 
 
 def _parse_regex_tuple(name: str, value: object) -> tuple[str, ...]:
@@ -272,19 +286,22 @@ OPTIONS: Final[tuple[Option, ...]] = (
     ),
     Option(
         "captured_headers",
-        _parse_str_tuple,
-        "Request header names to record as `http.request.header.<name>` (opt-in; redaction applies).",
+        _parse_header_names,
+        "Request header names to record as `http.request.header.<name>` (opt-in; redaction applies); "
+        "at most 32, each name at most 64 bytes.",
     ),
     Option(
         "max_attribute_length",
         _parse_int,
-        "Longest string attribute value sent (characters); longer values are cut and end in `...`.",
+        "Longest string attribute value sent, in UTF-8 bytes; longer values are cut (never inside a "
+        "character) and end in `...`.",
     ),
     Option(
         "max_stacktrace_length",
         _parse_int,
-        "Longest `exception.stacktrace` sent (characters): head and tail are kept around a marker, so "
-        "a record stays well under Loki's 64 KB structured-metadata limit.",
+        "Longest `exception.stacktrace` sent, in UTF-8 bytes: head and tail are kept around a marker. "
+        "Whatever these limits, a log record's attributes stay within 32 KiB, half of Loki's 64 KB "
+        "structured-metadata limit per line (the longest values are cut further when needed).",
     ),
     Option(
         "trace_id_header",

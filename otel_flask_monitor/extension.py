@@ -12,6 +12,7 @@ from flask import Flask
 from otel_flask_monitor._otel_compat import is_instrumented
 from otel_flask_monitor.aggregates import AggregateStore
 from otel_flask_monitor.app_lifetime import bind_wsgi_app_weakly
+from otel_flask_monitor.attributes import AttributeBound
 from otel_flask_monitor.config import MonitorSettings, resolve_settings
 from otel_flask_monitor.dashboard import build_blueprint
 from otel_flask_monitor.diagnostics import Diagnostics
@@ -87,6 +88,11 @@ class FlaskMonitor:
             spans=spans if settings.enrich_spans else None,
             logger=telemetry.logger if settings.emit_logs else None,
             failures=failures,
+            bound=AttributeBound.needed(
+                max_length=settings.max_attribute_length,
+                max_stacktrace_length=settings.max_stacktrace_length,
+                captured_headers=settings.captured_headers,
+            ),
         )
         dispatcher = RecordDispatcher(_consumers(settings, telemetry, signals, aggregates), failures)
         lifecycle = RequestLifecycle(

@@ -31,6 +31,11 @@ keys (in the aggregates) or label values."""
 
 MAX_METHOD_BYTES: Final = 32
 """A method kept as sent is cut to this many bytes (a standard one has at most 7)."""
+MAX_CAPTURED_HEADERS: Final = 32
+"""The most request headers a record carries (``captured_headers``): each is an attribute, and Loki
+accepts at most 128 structured-metadata entries per line by default."""
+MAX_HEADER_NAME_BYTES: Final = 64
+"""The longest name of a captured header (its attribute name is ``http.request.header.<name>``)."""
 
 
 def method_fields(sent: str) -> tuple[str, str | None]:

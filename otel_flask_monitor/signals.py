@@ -11,7 +11,7 @@ from __future__ import annotations
 from opentelemetry.util.types import AttributeValue
 
 from otel_flask_monitor._otel_compat import Logger
-from otel_flask_monitor.attributes import record_attributes
+from otel_flask_monitor.attributes import AttributeBound, record_attributes
 from otel_flask_monitor.dispatch import FailureReporter
 from otel_flask_monitor.logs import emit_request_log
 from otel_flask_monitor.record import RequestRecord
@@ -21,19 +21,30 @@ from otel_flask_monitor.spans import SpanWriter
 class RecordSignals:
     """The span and log consumer of one monitor; either may be switched off (``None``)."""
 
-    __slots__ = ("_failures", "_logger", "_spans")
+    __slots__ = ("_bound", "_failures", "_logger", "_spans")
 
-    def __init__(self, *, spans: SpanWriter | None, logger: Logger | None, failures: FailureReporter) -> None:
+    def __init__(
+        self,
+        *,
+        spans: SpanWriter | None,
+        logger: Logger | None,
+        failures: FailureReporter,
+        bound: AttributeBound | None = None,
+    ) -> None:
+        """``bound``: what keeps a record's attributes within one Loki line (None: the settings' own
+        limits already do)."""
         self._spans = spans
         self._logger = logger
         self._failures = failures
+        self._bound = bound
 
     @property
     def enabled(self) -> bool:
         return self._spans is not None or self._logger is not None
 
     def attributes(self, record: RequestRecord) -> dict[str, AttributeValue]:
-        return record_attributes(record)
+        attributes = record_attributes(record)
+        return attributes if self._bound is None else self._bound.fit(attributes)
 
     def __call__(self, record: RequestRecord) -> None:
         attributes = self.attributes(record)

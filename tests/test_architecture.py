@@ -22,12 +22,12 @@ LAYERS: Final = (
     "streaming",
     "burn_rate",
     "otlp_wire",
-    # What is declared: objectives and the settings.
+    # The record (what one request leaves), and what is declared: objectives and the settings.
+    "record",
     "objectives",
     "objective_declarations",
     "config",
-    # The record, and the consumers that read it knowing nothing of Flask.
-    "record",
+    # The consumers of the record, knowing nothing of Flask.
     "dispatch",
     "attributes",
     "spans",
