@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -165,6 +166,13 @@ PRIVATE_NAMES: Final = (
         )
         for provider in ("tracer_provider", "logger_provider", "meter_provider")
     ),
+    PrivateName("meter_provider", "_metric_readers", "after fork: each reader's export lock", _is(tuple)),
+    PrivateName(
+        "metric_reader",
+        "_export_lock",
+        "after fork: a free export lock",
+        lambda lock: hasattr(lock, "acquire"),
+    ),
     PrivateName(
         "logger_provider",
         "_multi_log_record_processor._log_record_processors",
@@ -276,6 +284,16 @@ def queue_is_full(processor: object) -> bool:
     batch = getattr(processor, "_batch_processor", None)
     queue = getattr(batch, "_queue", None)
     return queue is not None and queue.maxlen is not None and len(queue) >= queue.maxlen
+
+
+def renew_metric_export_locks(provider: object) -> None:
+    """Give each ``PeriodicExportingMetricReader`` of an SDK meter provider a free export lock. The SDK
+    (1.45) restarts a reader's thread in a forked child but keeps the lock held around every export:
+    forked while the parent's reader was exporting (gunicorn ``--preload`` spawning a worker), the
+    child's thread would wait on it forever. Other providers and readers are left as they are."""
+    for reader in getattr(provider, "_metric_readers", ()):
+        if hasattr(reader, "_export_lock"):
+            reader._export_lock = threading.Lock()
 
 
 def adopt_metric_preferences(wrapper: object, inner: object) -> None:

@@ -126,6 +126,8 @@ class ExportHealth:
         self._lost_in_outage = 0
         self._last_error: str | None = None
         self._exit_deadline: float | None = None
+        self._recovered_at: float | None = None
+        self._exporting = threading.local()
 
     def register(self, signal: str, endpoint: str) -> None:
         with self._lock:
@@ -143,6 +145,8 @@ class ExportHealth:
         self._lost_in_outage = 0
         self._last_error = None
         self._exit_deadline = None
+        self._recovered_at = None
+        self._exporting = threading.local()
 
     @property
     def configured(self) -> bool:
@@ -191,7 +195,8 @@ class ExportHealth:
                 self._successes_in_a_row += 1
                 if self._successes_in_a_row >= RECOVERY_CONFIRMATIONS:
                     recovered = True
-                    lasted = self._clock() - self._outage_started
+                    self._recovered_at = self._clock()
+                    lasted = self._recovered_at - self._outage_started
                     lost = self._lost_in_outage
                     self._outage_started = None
                     self._lost_in_outage = 0
@@ -219,8 +224,20 @@ class ExportHealth:
         self._successes_in_a_row = 0
         if self._outage_started is not None:
             return False
+        started: float | None = getattr(self._exporting, "started", None)
+        if started is not None and self._recovered_at is not None and started < self._recovered_at:
+            # An export begun before the last recovery (a request that waited out its timeout while
+            # the other exporters got through) reports late on the outage that recovery closed.
+            return False
         self._outage_started = self._clock()
         return True
+
+    def begin_export(self) -> None:
+        """The calling thread starts an export (its failure, reported later, knows when it began)."""
+        self._exporting.started = self._clock()
+
+    def end_export(self) -> None:
+        self._exporting.started = None
 
     def _warn_outage(self, endpoint: str) -> None:
         with self._lock:
@@ -375,14 +392,18 @@ def tracked_export(
     if health.should_skip_export():
         health.record_dropped(signal, count)
         return failure
+    health.begin_export()
     try:
-        with monitor_pipeline():
-            result = export()
-    except Exception as error:
-        health.note_error(f"{type(error).__name__}: {error}")
-        result = failure
-    if result == success:
-        health.record_success(signal, count)
-    else:
-        health.record_failure(signal, count)
+        try:
+            with monitor_pipeline():
+                result = export()
+        except Exception as error:
+            health.note_error(f"{type(error).__name__}: {error}")
+            result = failure
+        if result == success:
+            health.record_success(signal, count)
+        else:
+            health.record_failure(signal, count)
+    finally:
+        health.end_export()
     return result

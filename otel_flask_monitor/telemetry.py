@@ -69,7 +69,9 @@ class ProcessTelemetry:
         not the ``process.pid`` the monitor adds; so every provider the monitor owns gets the child's
         identity here, the same for all three signals and the same the SDK's own after-fork hooks
         give (whichever runs last). Locks the parent's threads may have held at fork time are
-        replaced, and the export counts start from zero: they described the parent.
+        replaced (the health's, and each metric reader's export lock: forked while the parent's reader
+        was exporting, the child's would wait on it forever), and the export counts start from zero:
+        they described the parent.
         """
         self.lock = threading.Lock()
         self.health.after_fork_in_child()
@@ -77,6 +79,7 @@ class ProcessTelemetry:
             return
         identity = _process_identity()
         for provider in self.owned:
+            compat.renew_metric_export_locks(provider)
             try:
                 if not compat.update_resource(provider, identity):
                     _logger.debug("cannot renew the resource of %r after fork", provider)
@@ -112,6 +115,15 @@ def _process_identity() -> Resource:
         instance_id = compat.process_dependent_resource().attributes.get(SERVICE_INSTANCE_ID)
         attributes[SERVICE_INSTANCE_ID] = str(instance_id or uuid.uuid4())
     return Resource(attributes)
+
+
+def _import_what_exports_import() -> None:
+    """requests imports ``netrc`` on its first request. Imported by an exporter thread while a pre-fork
+    server forks a worker, the module's import lock stays held in the child, and every exporter of
+    the worker waits on it forever (seen under gunicorn ``--preload``: the worker's span and metric
+    export threads stuck in importlib's ``_lock_unlock_module``). Imported here, before the exporter
+    threads start, it leaves them nothing to import (tests/test_prefork.py checks that)."""
+    import netrc  # noqa: F401
 
 
 def _span_limits(attribute_length_limit: int) -> SpanLimits:
@@ -188,6 +200,7 @@ def setup_telemetry(
             for signal in SIGNALS:
                 otlp_protocol(signal)  # a bad protocol fails init_app before anything is set up
             process.setup_done = True
+            _import_what_exports_import()
             resource = build_resource(service_name, fallback_service_name)
             if not compat.tracer_provider_configured():
                 process.owned.append(_setup_traces(process, resource, attribute_length_limit))

@@ -2,7 +2,9 @@
 tests, not a test file).
 
 Headless Debian chromium driven by Playwright. Required in CI: a missing chromium fails the test, it
-never skips.
+never skips. Every wait is on a condition (``expect``, ``wait_for_function``) with a deadline far above
+what it takes on an idle machine: a loaded 2-core box starts chromium and renders slowly, and only a
+broken dashboard ever waits the deadline out.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 from werkzeug.serving import BaseWSGIServer, make_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -32,6 +34,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+DEADLINE_MS = 30_000
+expect.set_options(timeout=DEADLINE_MS)  # Playwright's default is 5 s
 ITEM_ROUTE = "/items/<int:item_id>"
 
 
@@ -69,7 +73,9 @@ def chromium(args: list[str] | None = None) -> Iterator[Browser]:
             f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (this test never skips)"
         )
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args or CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=args or CHROMIUM_ARGS, timeout=DEADLINE_MS
+        )
         try:
             yield browser
         finally:

@@ -7,6 +7,7 @@ set-up is exercised in subprocesses (tests/test_telemetry_setup.py).
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +20,13 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+# Several tests stop the servers they start with SIGINT (Ctrl-C: a normal interpreter exit). A shell
+# without job control starts background commands (`make test &` in a script, nohup) with SIGINT
+# ignored, and an ignored signal stays ignored in every process started from then on: those servers
+# would never stop. A handled signal is reset to the default in a started program, so handle it here.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SPAN_EXPORTER = InMemorySpanExporter()
 LOG_EXPORTER = InMemoryLogRecordExporter()

@@ -11,10 +11,16 @@ OpenTelemetry Collector's ``otlphttp`` exporter sends when its endpoint is ``htt
   * structured metadata: every other resource attribute, the scope (``scope_name``,
     ``scope_version``, scope attributes), every log attribute, ``severity_text``,
     ``severity_number``, ``observed_timestamp``, ``flags``, ``trace_id`` and ``span_id`` (lowercase
-    hex), plus ``detected_level`` derived from the severity as Loki's distributor does;
-  * names sanitized to ``[a-zA-Z0-9_]`` (``http.route`` -> ``http_route``), values stringified
-    (``200`` -> ``"200"``, ``12.5`` -> ``"12.5"``); nested maps flattened with ``_``;
+    hex), plus ``detected_level`` derived as Loki's distributor does (:func:`detected_level`);
+  * names sanitized as Loki 3.7 does (:func:`sanitize_label_name`: ``http.route`` ->
+    ``http_route``), values stringified (``200`` -> ``"200"``, ``12.5`` -> ``"12.5"``); nested maps
+    flattened with ``_``;
   * the line is the body as a string.
+
+Checked against grafana/loki v3.7.6 (commit 5003600d7c78; the files are unchanged from v3.7.4, the
+version docker-compose.yml runs): ``pkg/loghttp/push/otlp.go``, ``pkg/loghttp/push/otlp_config.go``,
+``pkg/distributor/field_detection.go``, ``pkg/distributor/distributor.go``,
+``pkg/validation/limits.go`` and the vendored ``github.com/prometheus/otlptranslator`` v1.0.0.
 
 - ``POST /otlp/v1/traces`` and ``POST /otlp/v1/metrics``: decoded and kept as they are.
 
@@ -38,7 +44,6 @@ import base64
 import gzip
 import json
 import math
-import re
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -71,12 +76,12 @@ __all__ = [
     "LokiReceiver",
     "detected_level",
     "entries_from_request",
+    "normalize_log_level",
     "running_loki_receiver",
     "sanitize_label_name",
 ]
 
-# Loki's `distributor.otlp.default_resource_attributes_as_index_labels` (3.x), plus
-# `deployment.environment.name`, the stable semantic-convention name of `deployment.environment`.
+# Loki's `distributor.otlp.default_resource_attributes_as_index_labels` (otlp_config.go).
 DEFAULT_INDEX_LABEL_ATTRIBUTES: Final[frozenset[str]] = frozenset(
     {
         "cloud.availability_zone",
@@ -100,34 +105,157 @@ DEFAULT_INDEX_LABEL_ATTRIBUTES: Final[frozenset[str]] = frozenset(
     }
 )
 
-_INVALID_LABEL_CHARS: Final = re.compile(r"[^a-zA-Z0-9_]")
+# `validation.discover_service_name` (limits.go): without a service.name, the first index label of
+# the resource among these names becomes service_name; with none of them, "unknown_service".
+DISCOVER_SERVICE_NAME: Final = (
+    "service",
+    "app",
+    "application",
+    "app_name",
+    "name",
+    "app_kubernetes_io_name",
+    "container",
+    "container_name",
+    "k8s_container_name",
+    "component",
+    "workload",
+    "job",
+    "k8s_job_name",
+)
 
-# Loki's detected_level values (pkg/util/constants): severity texts normalised to these.
-_LEVELS: Final[dict[str, str]] = {
-    "trace": "trace",
-    "debug": "debug",
-    "info": "info",
-    "information": "info",
-    "informational": "info",
-    "notice": "info",
-    "warn": "warn",
-    "warning": "warn",
-    "error": "error",
-    "err": "error",
-    "critical": "critical",
-    "crit": "critical",
-    "fatal": "critical",
+# `validation.log_level_fields` (limits.go, DefaultAllowedLevelFields), in the order Loki looks.
+LEVEL_FIELDS: Final = (
+    "level",
+    "LEVEL",
+    "Level",
+    "log.level",
+    "severity",
+    "SEVERITY",
+    "Severity",
+    "SeverityText",
+    "lvl",
+    "LVL",
+    "Lvl",
+    "severity_text",
+    "Severity_Text",
+    "SEVERITY_TEXT",
+)
+
+# normalizeLogLevel (field_detection.go): these spellings, compared case-insensitively, become the
+# level; any other text is kept exactly as sent ("notice", "crit", "Informational" stay as they are).
+_LEVEL_SPELLINGS: Final = {
+    "trace": ("trace", "trc"),
+    "debug": ("debug", "dbg"),
+    "info": ("info", "inf", "information"),
+    "warn": ("warn", "wrn", "warning"),
+    "error": ("error", "err"),
+    "critical": ("critical",),
+    "fatal": ("fatal",),
 }
+# detectLogLevelFromLogEntry: the upper bound of each OTLP severity-number range.
+_SEVERITY_NUMBER_LEVELS: Final = (
+    (4, "trace"),
+    (8, "debug"),
+    (12, "info"),
+    (16, "warn"),
+    (20, "error"),
+    (24, "fatal"),
+)
+# levelPatterns + detectLevelFromLogLine: a level word in a plain-text line, earliest one wins.
+_LINE_LEVEL_WORDS: Final = (
+    ("trace", "trace"),
+    ("debug", "debug"),
+    ("fatal", "fatal"),
+    ("critical", "critical"),
+    ("error", "error"),
+    ("err", "error"),
+    ("warning", "warn"),
+    ("warn", "warn"),
+    ("info", "info"),
+)
+_LEFT_BOUNDARY: Final = frozenset(' \t\n[({"=')
+_RIGHT_BOUNDARY: Final = frozenset(' \t\n[]{}():,!"=')
+_ASCII_ALNUM: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 
 
 def sanitize_label_name(name: str) -> str:
-    """Loki's (Prometheus otlptranslator) label-name normalisation: `http.route` -> `http_route`."""
-    sanitized = _INVALID_LABEL_CHARS.sub("_", name)
-    if sanitized and sanitized[0].isdigit():
+    """Loki 3.7's name normalisation (otlptranslator v1.0.0 ``LabelNamer{}.Build``).
+
+    Every run of characters outside ``[a-zA-Z0-9]`` (underscores and non-ASCII letters included)
+    becomes one ``_``; a leading digit gets ``key_``; ``__name__`` keeps its double underscores.
+    Earlier Loki versions differ: 3.5-3.6 did not collapse runs and prefixed a leading ``_`` with
+    ``key``; 3.0-3.4 also kept non-ASCII letters and digits.
+
+    Raises ValueError for a name Loki rejects (empty, or nothing but underscores once sanitized).
+    """
+    if not name:
+        raise ValueError("label name is empty")
+    reserved = len(name) >= 4 and name.startswith("__") and name.endswith("__")
+    characters: list[str] = []
+    for character in name[2:-2] if reserved else name:
+        if character in _ASCII_ALNUM:
+            characters.append(character)
+        elif not characters or characters[-1] != "_":
+            characters.append("_")
+    sanitized = "".join(characters)
+    if reserved:
+        sanitized = f"__{sanitized}__"
+    if sanitized[0].isdigit():
         sanitized = "key_" + sanitized
-    elif sanitized.startswith("_") and not sanitized.startswith("__"):
-        sanitized = "key" + sanitized
+    if not sanitized.strip("_"):
+        raise ValueError(f"normalization for label name {name!r} resulted in invalid name {sanitized!r}")
     return sanitized
+
+
+def normalize_log_level(text: str) -> str:
+    """Loki's normalizeLogLevel: a known spelling -> its level, anything else unchanged."""
+    for level, spellings in _LEVEL_SPELLINGS.items():
+        if any(len(text) == len(word) and text.lower() == word for word in spellings):
+            return level
+    return text
+
+
+def _level_from_line(line: str) -> str:
+    lowered = line.lower()
+    best, level = len(lowered), "unknown"
+    for word, candidate in _LINE_LEVEL_WORDS:
+        start = 0
+        while (found := lowered.find(word, start)) != -1 and found < best:
+            end = found + len(word)
+            if (found == 0 or lowered[found - 1] in _LEFT_BOUNDARY) and (
+                end == len(lowered) or lowered[end] in _RIGHT_BOUNDARY
+            ):
+                best, level = found, candidate
+                break
+            start = found + 1
+    return level
+
+
+def detected_level(labels: Mapping[str, str], metadata: Mapping[str, str], line: str) -> str:
+    """The ``detected_level`` Loki's distributor stores with an entry (FieldDetector.extractLogLevel).
+
+    A level field among the index labels, then among the structured metadata (``severity_text``
+    for OTLP), normalised; else the OTLP severity number's range; else a level word in the line.
+    (Loki also reads level fields inside JSON and logfmt lines first; such lines are not modelled
+    here: they fall to the word search.)
+    """
+    for fields in (labels, metadata):
+        for name in LEVEL_FIELDS:
+            if name in fields:
+                return normalize_log_level(fields[name])
+    number_text = metadata.get("severity_number")
+    if number_text is not None:
+        try:
+            number = int(number_text)
+        except ValueError:
+            return "info"
+        if number == 0:
+            return "unknown"
+        for upper, level in _SEVERITY_NUMBER_LEVELS:
+            if number <= upper:
+                return level
+        return "unknown"
+    return _level_from_line(line)
 
 
 def _format_double(value: float) -> str:
@@ -189,19 +317,6 @@ def _attributes_to_labels(attributes: Iterable[KeyValue]) -> list[tuple[str, str
     return pairs
 
 
-def detected_level(severity_text: str, severity_number: int) -> str:
-    """The `detected_level` Loki derives from an OTLP record's severity."""
-    text = severity_text.strip().lower()
-    if text in _LEVELS:
-        return _LEVELS[text]
-    if severity_number <= 0:
-        return "unknown"
-    for upper, level in ((4, "trace"), (8, "debug"), (12, "info"), (16, "warn"), (20, "error")):
-        if severity_number <= upper:
-            return level
-    return "critical"
-
-
 @dataclass(frozen=True, slots=True)
 class LokiEntry:
     """One log line as Loki would store it: index labels, line, structured metadata."""
@@ -245,19 +360,32 @@ def _record_metadata(record: LogRecord) -> dict[str, str]:
     return metadata
 
 
+def _resource_labels(attributes: Iterable[KeyValue]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """(index labels, structured metadata) of a resource (otlpToLokiPushRequest)."""
+    labels: dict[str, str] = {}
+    metadata: list[tuple[str, str]] = []
+    attributes = list(attributes)
+    has_service_name = any(kv.key == "service.name" and _as_string(kv.value) for kv in attributes)
+    for kv in attributes:
+        pairs = _attribute_to_labels(kv.key, kv.value)
+        if kv.key not in DEFAULT_INDEX_LABEL_ATTRIBUTES:
+            metadata.extend(pairs)
+            continue
+        labels.update(pairs)
+        for name, value in pairs:
+            if not has_service_name and name in DISCOVER_SERVICE_NAME:
+                labels["service_name"] = value
+                has_service_name = True
+    if not has_service_name:
+        labels["service_name"] = "unknown_service"
+    return labels, metadata
+
+
 def entries_from_request(request: ExportLogsServiceRequest) -> list[LokiEntry]:
     """Apply Loki's default OTLP mapping to one decoded request."""
     entries: list[LokiEntry] = []
     for resource_logs in request.resource_logs:
-        labels: dict[str, str] = {}
-        resource_metadata: list[tuple[str, str]] = []
-        for kv in resource_logs.resource.attributes:
-            pairs = _attribute_to_labels(kv.key, kv.value)
-            if kv.key in DEFAULT_INDEX_LABEL_ATTRIBUTES:
-                labels.update(pairs)
-            else:
-                resource_metadata.extend(pairs)
-        labels.setdefault("service_name", "unknown_service")
+        labels, resource_metadata = _resource_labels(resource_logs.resource.attributes)
         for scope_logs in resource_logs.scope_logs:
             scope = scope_logs.scope
             scope_metadata = _attributes_to_labels(scope.attributes)
@@ -271,12 +399,16 @@ def entries_from_request(request: ExportLogsServiceRequest) -> list[LokiEntry]:
                 metadata = _record_metadata(record)
                 metadata.update(resource_metadata)
                 metadata.update(scope_metadata)
-                metadata["detected_level"] = detected_level(record.severity_text, record.severity_number)
+                line = _as_string(record.body)
+                if "detected_level" in metadata:  # sent by the client: only normalised
+                    metadata["detected_level"] = normalize_log_level(metadata["detected_level"])
+                else:
+                    metadata["detected_level"] = detected_level(labels, metadata, line)
                 timestamp = record.time_unix_nano or record.observed_time_unix_nano
                 entries.append(
                     LokiEntry(
                         labels=dict(labels),
-                        line=_as_string(record.body),
+                        line=line,
                         metadata=metadata,
                         timestamp_ns=timestamp,
                     )
@@ -348,10 +480,17 @@ class _Handler(BaseHTTPRequestHandler):
                 store.errors.append(f"{path}: {error}")
             self._reply(400, str(error).encode(), "text/plain")
             return
+        try:
+            entries = entries_from_request(message) if isinstance(message, ExportLogsServiceRequest) else []
+        except ValueError as error:  # a name Loki cannot sanitize: Loki refuses the request
+            with store.condition:
+                store.errors.append(f"{path}: {error}")
+            self._reply(400, str(error).encode(), "text/plain")
+            return
         with store.condition:
             if isinstance(message, ExportLogsServiceRequest):
                 store.log_requests.append(message)
-                store.entries.extend(entries_from_request(message))
+                store.entries.extend(entries)
             elif isinstance(message, ExportTraceServiceRequest):
                 store.trace_requests.append(message)
             elif isinstance(message, ExportMetricsServiceRequest):

@@ -1,6 +1,7 @@
 """Real processes for tests that start servers and collectors (a helper module, not a test file).
 
-- :func:`free_port`, :func:`wait_for_port`, :func:`stop_process`: the basics every such test needs.
+- :func:`free_port`, :func:`wait_for_port`, :func:`stop_process`: the basics every such test needs;
+  :func:`require_tool` fails (never skips) when a required system tool is missing.
 - :class:`Gunicorn`: the demo app under a real gunicorn on 127.0.0.1 (a free port), stderr in a file.
 - :class:`Rotel`: a real Collector process (``rotel-agent``, found by :func:`rotel_agent`) that
   forwards OTLP/HTTP to a receiver.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,6 +44,14 @@ STOP_TIMEOUT_SECONDS: Final = 20.0
 SDK_NOISE: Final = ("Transient error", "Failed to export", "Queue full", "Exception while exporting")
 OUTAGE_WARNING: Final = "telemetry export to"
 RECOVERY_LINE: Final = "telemetry export recovered"
+
+
+def require_tool(tool: str, purpose: str) -> str:
+    """The path of a required system tool; fails the test (never skips) when it is missing."""
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool!r} is not on PATH: {purpose} (.ci/run installs it)", pytrace=False)
+    return path
 
 
 def free_port() -> int:
@@ -272,6 +282,13 @@ class Rotel:
         """The end of what the current rotel-agent printed (for failure messages)."""
         return (self.log_dir / f"rotel-{self._starts}.out").read_text(errors="replace")[-3000:]
 
+    def stop(self) -> int | None:
+        """SIGTERM: rotel forwards what it has batched, then exits (seen: records held by a 20 s batch
+        timeout arrive before it exits). Returns its exit code, None if it had to be killed."""
+        if self.process is None:
+            return None
+        return stop_process(self.process, signal.SIGTERM, STOP_TIMEOUT_SECONDS)
+
     def kill(self) -> None:
         """SIGKILL: a crash, not a shutdown (what it had buffered is gone)."""
         if self.process is not None and self.process.poll() is None:
@@ -309,7 +326,7 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[max(math.ceil(fraction * len(ordered)) - 1, 0)]
 
 
-def drive(base_url: str, paths: list[str], concurrency: int = 8, timeout: float = 10.0) -> Load:
+def drive(base_url: str, paths: list[str], concurrency: int = 8, timeout: float = 30.0) -> Load:
     """Send every path once (GET) from ``concurrency`` threads; a failure is an error or a 5xx."""
     local = threading.local()
 

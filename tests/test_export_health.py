@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -13,7 +14,12 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from otel_flask_monitor._otel_compat import SDK_EXPORT_LOGGERS
-from otel_flask_monitor.export_status import RECOVERY_CONFIRMATIONS, ExportHealth, capture_sdk_export_logs
+from otel_flask_monitor.export_status import (
+    RECOVERY_CONFIRMATIONS,
+    ExportHealth,
+    capture_sdk_export_logs,
+    tracked_export,
+)
 from otel_flask_monitor.exporters import TrackedExporter
 
 
@@ -79,6 +85,58 @@ def test_exit_drops_only_while_failing(health: ExportHealth) -> None:
     assert not health.should_skip_export()  # the Collector answers: flush what is queued
     health.record_failure("traces", 1)
     assert health.should_skip_export()
+
+
+def test_an_export_begun_before_the_recovery_that_fails_after_it_is_no_new_outage(
+    health: ExportHealth, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A slow Collector: the logs exporter's request is still waiting for its timeout when the
+    traces exporter's next exports succeed and the recovery is announced; that request then fails.
+    It belongs to the outage just closed (its records count as failed), not to a new one."""
+    in_flight, release = threading.Event(), threading.Event()
+
+    def slow_logs_export() -> str:
+        in_flight.set()
+        release.wait(10)
+        return "failed"
+
+    def export(signal: str, count: int, run: Callable[[], str]) -> str:
+        return tracked_export(health, signal=signal, count=count, export=run, success="ok", failure="failed")
+
+    with caplog.at_level(logging.WARNING, logger="otel_flask_monitor.export"):
+        logs = threading.Thread(target=export, args=("logs", 5, slow_logs_export))
+        logs.start()
+        assert in_flight.wait(10)
+        export("traces", 2, lambda: "failed")  # the outage begins
+        for _ in range(RECOVERY_CONFIRMATIONS):  # the Collector answers again
+            export("traces", 1, lambda: "ok")
+        release.set()
+        logs.join(10)
+        for _ in range(RECOVERY_CONFIRMATIONS):
+            export("logs", 1, lambda: "ok")
+
+    messages = lines(caplog)
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("telemetry export to")
+    assert messages[1].startswith("telemetry export recovered")
+    assert not health.in_outage
+    snapshot = {s.signal: s for s in health.snapshot()}
+    assert snapshot["logs"].failed == 5
+    assert snapshot["traces"].failed == 2
+
+
+def test_an_exporter_that_raises_counts_as_a_failed_export(health: ExportHealth) -> None:
+    def broken_exporter() -> str:
+        raise ConnectionResetError("the Collector hung up")
+
+    result = tracked_export(
+        health, signal="logs", count=3, export=broken_exporter, success="ok", failure="failed"
+    )
+
+    assert result == "failed"
+    assert health.failing
+    assert {s.signal: s.failed for s in health.snapshot()} == {"logs": 3, "traces": 0}
+    assert health.as_dict()["last_error"] == "ConnectionResetError: the Collector hung up"
 
 
 def _closed_port() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Final
 
 import pytest
 from flask import Flask
@@ -97,16 +98,32 @@ def test_every_option_is_documented() -> None:
             assert f"`{option.key}`" in reference, option.key
 
 
-def test_a_failing_consumer_never_reaches_the_request(
-    monkeypatch: pytest.MonkeyPatch, exported: Exported, caplog: pytest.LogCaptureFixture
-) -> None:
+CONSUMERS: Final = ("span", "log", "aggregates")
+
+
+def _break_consumer(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make one of the three consumers raise on every record."""
     from otel_flask_monitor import signals
+    from otel_flask_monitor.aggregates import AggregateStore
+    from otel_flask_monitor.spans import SpanWriter
 
-    def broken_log(*_: object) -> None:
-        raise RuntimeError("log consumer exploded")
+    def explode(*_: object) -> None:
+        raise RuntimeError(f"{name} consumer exploded")
 
-    monkeypatch.setattr(signals, "emit_request_log", broken_log)
-    app = build_app()
+    if name == "aggregates":
+        monkeypatch.setattr(AggregateStore, "record", explode)
+    elif name == "span":
+        monkeypatch.setattr(SpanWriter, "enrich", explode)
+    else:
+        monkeypatch.setattr(signals, "emit_request_log", explode)
+
+
+@pytest.mark.parametrize("broken", CONSUMERS)
+def test_a_failing_consumer_never_reaches_the_request_nor_the_other_consumers(
+    broken: str, monkeypatch: pytest.MonkeyPatch, exported: Exported, caplog: pytest.LogCaptureFixture
+) -> None:
+    _break_consumer(monkeypatch, broken)
+    app = build_app(enrich_spans=True)
     client = app.test_client()
 
     with caplog.at_level(logging.WARNING, logger="otel_flask_monitor"):
@@ -114,23 +131,35 @@ def test_a_failing_consumer_never_reaches_the_request(
 
     assert [r.status_code for r in responses] == [200, 200, 200]
     assert [r.get_json() for r in responses] == [{"id": 1}] * 3
-    warnings = [r for r in caplog.records if "consumer 'log' failed" in r.getMessage()]
+    warnings = [r for r in caplog.records if f"consumer {broken!r} failed" in r.getMessage()]
     assert len(warnings) == 1
-    assert get_state(app).failures.counts() == {"consumer 'log'": 3}
-    assert len(exported.server_spans()) == 3  # the span consumer still ran
+    assert get_state(app).failures.counts() == {f"consumer {broken!r}": 3}
+    # Every other consumer still got every record, whichever one raised before it.
+    spans = exported.server_spans()
+    assert len(spans) == 3  # the instrumentation's, enriched or not
+    enriched = [s for s in spans if s.attributes and "duration_ms" in s.attributes]
+    assert len(enriched) == (0 if broken == "span" else 3)
+    assert len(exported.request_logs()) == (0 if broken == "log" else 3)
+    counted = get_state(app).aggregates.snapshot()["totals"]["requests"]
+    assert counted == (0 if broken == "aggregates" else 3)
 
 
+@pytest.mark.parametrize(
+    ("part", "hook"),
+    [
+        ("exclusion.RequestExclusion.is_excluded", "before_request hook"),
+        ("hooks.RequestLifecycle._build_record", "teardown_request hook"),
+    ],
+)
 def test_a_failing_hook_never_reaches_the_request(
-    monkeypatch: pytest.MonkeyPatch, exported: Exported
+    monkeypatch: pytest.MonkeyPatch, exported: Exported, part: str, hook: str
 ) -> None:
-    from otel_flask_monitor import hooks
+    def broken(*_: object) -> None:
+        raise RuntimeError(f"{part} exploded")
 
-    def broken_record(*_: object) -> None:
-        raise RuntimeError("record builder exploded")
-
-    monkeypatch.setattr(hooks.RequestLifecycle, "_build_record", broken_record)
+    monkeypatch.setattr(f"otel_flask_monitor.{part}", broken)
     app = build_app()
 
     assert app.test_client().get("/items/1").get_json() == {"id": 1}
     assert app.test_client().get("/boom").status_code == 500
-    assert get_state(app).failures.counts() == {"teardown_request hook": 2}
+    assert get_state(app).failures.counts() == {hook: 2}

@@ -49,19 +49,19 @@ def test_sigterm_to_gunicorn_flushes_every_record(preload: bool, tmp_path: Path)
         env = base_env(loki.otlp_endpoint, **QUEUED_ONLY)
         with Gunicorn(env, tmp_path, workers=2, preload=preload) as server:
             load = drive(server.base_url, tagged_paths("exit", REQUESTS), concurrency=4)
-            time.sleep(0.5)
             before = len(loki.entries())
             started = time.monotonic()
             code = server.stop(signal.SIGTERM)
             stop_seconds = time.monotonic() - started
             stderr = server.stderr_lines()
-        entries = loki.wait_for(lambda es: len(es) >= REQUESTS, timeout=5, description="flushed records")
-        time.sleep(0.3)  # anything extra (a duplicate) would arrive now
+        # The workers' exports were answered before they exited (the receiver stores, then answers):
+        # with every sender gone, this is all that will ever arrive.
         entries = loki.entries()
 
     assert load.failed == 0
     assert before == 0, "records left before shutdown: the test would not show the exit flush"
     assert code == 0, stderr[-30:]
+    # Well inside gunicorn's graceful timeout (15 s), after which it would kill the workers mid-flush.
     assert stop_seconds < 15, stop_seconds
     queries = [entry.get("url_query") for entry in entries]
     assert len(queries) == REQUESTS, len(queries)
@@ -90,14 +90,11 @@ def test_normal_exit_of_python_app_flushes_every_record(tmp_path: Path) -> None:
         try:
             wait_for_port(port, process, "demo", lambda: log.read_text(errors="replace"))
             load = drive(f"http://127.0.0.1:{port}", tagged_paths("exit", count), concurrency=4)
-            time.sleep(0.5)
             before = len(loki.entries())
-            code = stop_process(process, signal.SIGINT, timeout=15)
+            code = stop_process(process, signal.SIGINT, timeout=30)
         finally:
             stop_process(process, signal.SIGKILL)
-        entries = loki.wait_for(lambda es: len(es) >= count, timeout=5, description="flushed records")
-        time.sleep(0.3)
-        entries = loki.entries()
+        entries = loki.entries()  # the process has exited: nothing more will arrive
 
     assert load.failed == 0
     assert before == 0

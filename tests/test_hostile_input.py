@@ -22,9 +22,9 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
@@ -37,7 +37,6 @@ from werkzeug.test import EnvironBuilder
 from otel_flask_monitor import get_state
 from otel_flask_monitor.aggregates import (
     KNOWN_METHODS,
-    MAX_TEXT_LENGTH,
     OTHER_METHOD,
     OVERFLOW_METHOD,
     OVERFLOW_ROUTE,
@@ -53,6 +52,7 @@ METHOD_LIMIT = 32  # hooks.py cuts the method to 32 characters
 # The body line is "<METHOD> <route or path> <status> <duration> ms": method and path are capped,
 # the rest is a status code and a number.
 BODY_LIMIT = METHOD_LIMIT + ATTRIBUTE_LIMIT + 48
+RECENT_ERROR_TEXT_LIMIT = 300  # docs/dashboard.md: recent errors' path and user_agent cut to 300 characters
 LOKI_STRUCTURED_METADATA_BYTES = 64 * 1024  # Loki's default per-line limit (docs/log-schema.md)
 
 EXAMPLES = int(os.environ.get("HOSTILE_INPUT_EXAMPLES", "200"))
@@ -122,8 +122,6 @@ def demo_app(*, monitored: bool = True, **options: Any) -> Flask:
 class AppPair:
     bare: Flask
     monitored: Flask
-    requests: int = 0
-    statuses: dict[int, int] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
@@ -387,18 +385,23 @@ def _is_monitoring_route(path_info: str) -> bool:
     return re.sub("/+", "/", path_info).startswith("/monitoring")
 
 
-@hostile
-@given(hostile_requests())
-def test_hostile_requests_get_the_bare_apps_answer_and_leak_nothing(
-    app_pair: AppPair, hostile_request: HostileRequest
-) -> None:
-    kwargs = hostile_request.kwargs
+def assume_sendable(kwargs: dict[str, Any]) -> None:
+    """Discard the example unless a server could hand the request to the app, outside /monitoring."""
     try:
         environ = EnvironBuilder(**kwargs).get_environ()
     except (ValueError, TypeError, UnicodeError):
         assume(False)  # the test client itself refuses it: no server could hand it to the app
         raise  # unreachable; keeps type checkers and readers sure the name is bound below
     assume(not _is_monitoring_route(environ["PATH_INFO"]))
+
+
+@hostile
+@given(hostile_requests())
+def test_hostile_requests_get_the_bare_apps_answer_and_leak_nothing(
+    app_pair: AppPair, hostile_request: HostileRequest
+) -> None:
+    kwargs = hostile_request.kwargs
+    assume_sendable(kwargs)
     note(f"request: {kwargs['method']!r} {kwargs['path'][:300]!r} {kwargs.get('environ_overrides')}")
 
     bare = app_pair.bare.test_client(use_cookies=False).open(**kwargs)
@@ -406,8 +409,6 @@ def test_hostile_requests_get_the_bare_apps_answer_and_leak_nothing(
     state = get_state(app_pair.monitored)
     failures_before = state.failures.counts()
     monitored = app_pair.monitored.test_client(use_cookies=False).open(**kwargs)  # must not raise
-    app_pair.requests += 1
-    app_pair.statuses[monitored.status_code] = app_pair.statuses.get(monitored.status_code, 0) + 1
 
     # The monitor never changes the answer, and never swallows a failure of its own.
     assert monitored.status_code == bare.status_code
@@ -457,15 +458,23 @@ def test_span_attributes_the_instrumentation_copies_from_the_request_are_cut_too
     assert second["http.method"] == "GET"  # short values are left alone
 
 
-def test_the_property_test_sent_varied_traffic(app_pair: AppPair) -> None:
-    """Guards the generator: a strategy that degenerates to one kind of request tests nothing."""
-    if app_pair.requests == 0:
-        pytest.skip("runs after the property test in the same session")
-    print(
-        f"\nproperty test: {app_pair.requests} requests, statuses {dict(sorted(app_pair.statuses.items()))}"
-    )
-    assert app_pair.requests >= EXAMPLES // 2
-    assert len(app_pair.statuses) >= 4, app_pair.statuses  # e.g. 200, 400, 404, 405, 500
+def test_the_request_strategy_draws_varied_traffic() -> None:
+    """Guards the generator: a strategy that degenerates to one kind of request tests nothing. It
+    draws as many examples as the property test, from the same strategy with the same settings, and
+    sends them to the bare demo app (the answers are the app's: the monitor never changes them)."""
+    app = demo_app(monitored=False)
+    statuses: Counter[int] = Counter()
+
+    @hostile
+    @given(hostile_requests())
+    def send(hostile_request: HostileRequest) -> None:
+        assume_sendable(hostile_request.kwargs)
+        statuses[app.test_client(use_cookies=False).open(**hostile_request.kwargs).status_code] += 1
+
+    send()
+    print(f"\nstrategy: {statuses.total()} requests, statuses {dict(sorted(statuses.items()))}")
+    assert statuses.total() >= EXAMPLES // 2
+    assert len(statuses) >= 4, statuses  # e.g. 200, 400, 404, 405, 500
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -617,7 +626,7 @@ def test_cardinality_attack_leaves_aggregates_memory_and_index_labels_bounded() 
     # clipped), and nothing in the process grows with the number of distinct paths.
     kept = [obj for obj in reachable(store) if isinstance(obj, str) and "/atk" in obj]
     assert len(kept) <= 2 * get_state(app).settings.recent_errors
-    assert all(len(text) <= MAX_TEXT_LENGTH for text in kept)
+    assert all(len(text) <= RECENT_ERROR_TEXT_LIMIT for text in kept)
     assert memory_growth < ATTACK_MEMORY_BOUND
     # Loki: one record per request; paths only in the attributes (structured metadata), the
     # resource (where the index labels come from) the same on every record and free of paths.
@@ -638,7 +647,7 @@ DATA_MARKERS = ("routes", "recent_errors", "system_metrics", "telemetry", "inter
 REMOTE_PATHS = ("/stats", "/health", "/dashboard", "/", "", "/static/dashboard.js", "/static/dashboard.css")
 # Bytes of JSON per element of /monitoring/stats beside its texts (measured: 252, 170 and 121).
 STATS_ROUTE_ROW_BYTES = 400  # counters, rates, three latencies; plus the route (max_attribute_length)
-RECENT_ERROR_BYTES = 300  # plus the route, and path and user agent clipped to MAX_TEXT_LENGTH
+RECENT_ERROR_BYTES = 300  # plus the route, and path and user agent clipped to RECENT_ERROR_TEXT_LIMIT
 TIMELINE_ENTRY_BYTES = 200
 
 
@@ -775,7 +784,7 @@ def stats_bound(app: Flask) -> int:
         + (settings_.max_routes + 1) * (STATS_ROUTE_ROW_BYTES + settings_.max_attribute_length)
         + 2
         * settings_.recent_errors
-        * (RECENT_ERROR_BYTES + settings_.max_attribute_length + 2 * MAX_TEXT_LENGTH)
+        * (RECENT_ERROR_BYTES + settings_.max_attribute_length + 2 * RECENT_ERROR_TEXT_LIMIT)
         + state.aggregates.slot_count * TIMELINE_ENTRY_BYTES
     )
 
@@ -843,6 +852,9 @@ def test_query_parameters_on_the_monitoring_routes_change_nothing(query: str) ->
         assert queried.status_code == plain.status_code == 200
         assert _stable(queried.get_json()) == _stable(plain.get_json())
         assert len(queried.get_data()) <= bound
-        assert seconds < 5.0  # 4-35 ms measured, 0.4 s for 120 KB (werkzeug decoding the URL)
+        # A deadline, not a speed target (those live in benchmarks/): 4-35 ms measured, 0.4 s for
+        # 120 KB (werkzeug decoding the URL); work growing with the square of the query would take
+        # minutes.
+        assert seconds < 30.0
     # Only a JSONP-style callback could turn the JSON into script; none is honoured.
     assert client.get("/monitoring/stats?callback=alert").mimetype == "application/json"

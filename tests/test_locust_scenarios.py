@@ -2,7 +2,11 @@
 
 The scenarios' success rules are the contract checked here: every answer the demo gives on purpose
 (409 out of stock, the /simulate-error 500, the 4xx the invalid scenario provokes) is a success, so
-a healthy demo shows zero failures in every scenario.
+a healthy demo shows zero failures in every scenario, and each scenario requests only its own names.
+
+How many requests a run of a few seconds makes, and which of its weighted tasks it happens to pick,
+depend on the machine's load and on chance: the tests assert that the scenario ran (at least one
+request), never a count or that a given task was drawn.
 """
 
 from __future__ import annotations
@@ -120,26 +124,25 @@ SHOP_NAMES = {
 def test_default_mixed_user_only_runs_the_mix_and_sees_no_failure(demo_url: str, tmp_path: Path) -> None:
     run = run_locust(demo_url, None, users=10, csv_prefix=tmp_path / "mixed")
 
-    assert run.total.requests >= 10, run.output
+    assert run.total.requests > 0, run.output
     assert run.total.failures == 0, run.output
     assert run.returncode == 0, run.output
-    assert {"/api/products", "/api/products/[id]"} <= run.names() <= SHOP_NAMES
+    assert run.names() <= SHOP_NAMES  # the mixed user only: the other scenarios' names are not there
 
 
 def test_high_load_tester_sees_no_failure(demo_url: str, tmp_path: Path) -> None:
     run = run_locust(demo_url, "HighLoadTester", users=10, csv_prefix=tmp_path / "high")
 
-    assert run.total.requests >= 50, run.output
+    assert run.total.requests > 0, run.output
     assert run.total.failures == 0, run.output
     assert run.returncode == 0, run.output
-    assert "/api/products/[id]/purchase" in run.names()
     assert run.names() <= SHOP_NAMES - {"/simulate-error", "/api/orders"}
 
 
 def test_invalid_request_tester_counts_the_expected_4xx_as_successes(demo_url: str, tmp_path: Path) -> None:
     run = run_locust(demo_url, "InvalidRequestTester", users=5, csv_prefix=tmp_path / "invalid")
 
-    assert run.total.requests >= 10, run.output
+    assert run.total.requests > 0, run.output
     assert run.total.failures == 0, run.output
     assert run.returncode == 0, run.output
     assert run.names() <= {

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -28,11 +27,13 @@ from tests.logql_queries import (
     selector_label_names,
     target_datasource_type,
 )
+from tests.real_processes import require_tool
 
 LOGQL_DIR: Final = Path(__file__).resolve().parent / "logql"
 PARSER_MODULE: Final = LOGQL_DIR / "node_modules" / "@grafana" / "lezer-logql"
 NPM_TIMEOUT_SECONDS: Final = 240
 PARSE_TIMEOUT_SECONDS: Final = 60
+NODE_PURPOSE: Final = "the LogQL check needs Node.js and npm (Debian: apt-get install nodejs npm)"
 
 # The names Loki gives what the monitor sends (docs/log-schema.md): index labels from the resource...
 INDEX_LABELS: Final = frozenset(
@@ -72,22 +73,11 @@ STRUCTURED_METADATA: Final = frozenset(
 ParseFn = Callable[[list[str]], list[dict[str, object]]]
 
 
-def _require(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(
-            f"{tool!r} is not on PATH: the LogQL check needs Node.js and npm "
-            "(Debian: apt-get install nodejs npm; .ci/run installs them)",
-            pytrace=False,
-        )
-    return path
-
-
 @pytest.fixture(scope="module")
 def parse_logql() -> ParseFn:
-    node = _require("node")
+    node = require_tool("node", NODE_PURPOSE)
     if not PARSER_MODULE.is_dir():
-        npm = _require("npm")
+        npm = require_tool("npm", NODE_PURPOSE)
         result = subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
             cwd=LOGQL_DIR,

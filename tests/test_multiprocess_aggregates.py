@@ -8,6 +8,7 @@ SIGKILLed: once gunicorn has replaced it, its counts have left the totals and it
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,7 +23,7 @@ import psutil
 import pytest
 import requests
 
-from otel_flask_monitor.multiprocess import WRITE_INTERVAL_SECONDS
+from otel_flask_monitor.multiprocess import STATE_FILE
 from tests.real_processes import (
     DEMO_APP,
     REPO,
@@ -39,7 +40,9 @@ PRODUCTS: Final = 200
 NOT_FOUND: Final = 30
 ERRORS: Final = 20
 TOTAL: Final = PRODUCTS + NOT_FOUND + ERRORS
-WAIT_SECONDS: Final = 15.0  # the workers write every second; everything below waits far less
+# A deadline for what is certain to happen (the workers write every second): generous, because only a
+# broken product ever waits it out.
+WAIT_SECONDS: Final = 60.0
 
 
 class Server:
@@ -114,6 +117,34 @@ def wait_for_stats(server: Server, predicate: Any, what: str) -> dict[str, Any]:
     return document
 
 
+def wait_for_fresh_files(server: Server, directory: Path, since: float) -> None:
+    """Wait until every live worker's files hold everything it recorded before ``since``.
+
+    A write snapshots the store, then stamps ``written_at_unix``; so the first write stamped after
+    ``since`` may have snapshotted just before it, but the write after that one certainly did not.
+    """
+    first_after: dict[str, float] = {}
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        pending = []
+        for pid in server.worker_pids():
+            for state_file in directory.glob(f"{pid}-*/{STATE_FILE}"):
+                with suppress(OSError, ValueError):
+                    written = json.loads(state_file.read_text())["written_at_unix"]
+                    name = state_file.parent.name
+                    if name not in first_after and written > since:
+                        first_after[name] = written
+                    if name not in first_after or written <= first_after[name]:
+                        pending.append(name)
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"workers {pending} did not write twice within {WAIT_SECONDS}s\n{server.diagnostics()}"
+            )
+        time.sleep(0.1)
+
+
 def route_counts(document: dict[str, Any]) -> dict[tuple[str, str], int]:
     return {(row["method"], row["route"]): row["requests"] for row in document["routes"]}
 
@@ -142,8 +173,11 @@ def test_stats_show_exact_totals_of_all_workers_and_retire_dead_ones(preload: bo
 
         wait_for_stats(server, lambda d: d["totals"]["requests"] == TOTAL, f"{TOTAL} requests")
         # The worker that answers counts its own requests live, the others' as of their last write
-        # (every WRITE_INTERVAL_SECONDS): after two intervals every worker's file is complete.
-        time.sleep(2 * WRITE_INTERVAL_SECONDS)
+        # (every WRITE_INTERVAL_SECONDS). A read showed every request: each worker had recorded all of
+        # its own by then, and once each has written after that, every read is exact.
+        recorded_by = time.time()
+        directory = shared if not preload else next((temp_dir).glob("otel-flask-monitor-*/*"))
+        wait_for_fresh_files(server, directory, recorded_by)
         # Every read, whichever worker answers it, shows the same exact totals.
         answered_by: set[int] = set()
         for _ in range(40):
@@ -171,7 +205,6 @@ def test_stats_show_exact_totals_of_all_workers_and_retire_dead_ones(preload: bo
         served = {w["pid"]: w["requests"] for w in document["workers"] if w["requests"]}
         assert len(served) >= 2, document["workers"]  # the load was spread
 
-        directory = shared if not preload else next((temp_dir).glob("otel-flask-monitor-*/*"))
         if preload:  # auto: one directory per server, named after the master
             assert directory.name.startswith(f"{master}-")
         victim = max(served, key=lambda pid: served[pid])
@@ -199,7 +232,7 @@ def test_stats_show_exact_totals_of_all_workers_and_retire_dead_ones(preload: bo
         more = drive(server.base_url, ["/api/products"] * 40, concurrency=8)
         assert more.failed == 0
         wait_for_stats(server, lambda d: d["totals"]["requests"] == after + 40, "the new requests")
-        time.sleep(2 * WRITE_INTERVAL_SECONDS)
+        wait_for_fresh_files(server, directory, time.time())
         for _ in range(5):
             assert server.stats()["totals"]["requests"] == after + 40
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
+import math
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 from flask import Flask
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -66,6 +68,9 @@ def samples() -> Iterator[dict[str, Any]]:
         "tracer_provider": TracerProvider(shutdown_on_exit=False),
         "logger_provider": compat.SdkLoggerProvider(shutdown_on_exit=False),
         "meter_provider": MeterProvider(shutdown_on_exit=False),
+        "metric_reader": PeriodicExportingMetricReader(
+            ConsoleMetricExporter(), export_interval_millis=math.inf
+        ),
         "log_batch_processor": compat.BatchLogRecordProcessor(compat.InMemoryLogRecordExporter()),
         "span_batch_processor": BatchSpanProcessor(InMemorySpanExporter()),
         **{

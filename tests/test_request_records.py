@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import re
+from typing import Final
 
 import pytest
 from flask import Flask, Response
 from opentelemetry._logs import SeverityNumber
+from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
+from otel_flask_monitor import FlaskMonitor
 from tests.apps import build_app
 from tests.conftest import Exported
+from tests.loki_receiver import entries_from_request
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
@@ -78,7 +82,7 @@ def test_log_attributes_are_flat_primitives_without_none(app: Flask, exported: E
 
 
 def test_server_span_gets_what_the_instrumentation_does_not_record_when_asked(exported: Exported) -> None:
-    build_app(enrich_spans=True).test_client().post("/items", json={"name": "lamp"})
+    response = build_app(enrich_spans=True).test_client().post("/items", json={"name": "lamp"})
 
     span = only_span(exported.server_spans())
     attributes = dict(span.attributes or {})
@@ -89,7 +93,7 @@ def test_server_span_gets_what_the_instrumentation_does_not_record_when_asked(ex
     assert attributes["http.status_code"] == 201
     # ... plus the monitor's additions, without a second copy of the above under the stable names.
     assert attributes["http.request.body.size"] == len(b'{"name": "lamp"}')
-    assert attributes["http.response.body.size"] > 0
+    assert attributes["http.response.body.size"] == len(response.data)
     assert attributes["http.response.header.content-type"] == "application/json"
     assert isinstance(attributes["duration_ms"], float)
     assert isinstance(attributes["cpu_ms"], float)
@@ -156,6 +160,65 @@ def test_http_errors_keep_their_status_and_body(
     assert "exception.type" not in (log.attributes or {})
 
 
+def _status_app() -> Flask:
+    app = build_app(monitor=False)
+
+    @app.get("/status/<int:code>")
+    def status(code: int) -> tuple[str, int]:
+        return "", code
+
+    FlaskMonitor(app)
+    return app
+
+
+# The whole mapping (docs/log-schema.md), by number and by text ("WARN", the OpenTelemetry short name,
+# never Python's "WARNING"), and the detected_level Loki derives from it (tests/loki_receiver.py
+# follows Loki's own rules).
+INFO: Final = (SeverityNumber.INFO, "INFO", "info")
+WARN: Final = (SeverityNumber.WARN, "WARN", "warn")
+ERROR: Final = (SeverityNumber.ERROR, "ERROR", "error")
+
+
+SEVERITY_CASES: Final = [
+    ("/status/200", 200, INFO),
+    ("/status/201", 201, INFO),
+    ("/status/204", 204, INFO),
+    ("/status/301", 301, INFO),
+    ("/status/304", 304, INFO),
+    ("/status/399", 399, INFO),
+    ("/status/400", 400, WARN),
+    ("/status/401", 401, WARN),
+    ("/status/404", 404, WARN),
+    ("/no/such/route", 404, WARN),
+    ("/status/429", 429, WARN),
+    ("/status/499", 499, WARN),
+    ("/status/500", 500, ERROR),
+    ("/status/503", 503, ERROR),
+    ("/status/599", 599, ERROR),
+    ("/boom", 500, ERROR),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "severity"),
+    SEVERITY_CASES,
+    ids=[f"{path} {status}" for path, status, _ in SEVERITY_CASES],
+)
+def test_severity_follows_the_status_and_exceptions(
+    exported: Exported, path: str, status: int, severity: tuple[SeverityNumber, str, str]
+) -> None:
+    number, text, loki_level = severity
+    assert _status_app().test_client().get(path).status_code == status
+
+    record = only(exported.request_logs())
+    assert record.log_record.severity_number == number
+    assert record.log_record.severity_text == text
+    (entry,) = entries_from_request(encode_logs([record]))
+    assert entry.metadata["severity_text"] == text
+    assert entry.metadata["severity_number"] == str(number.value)
+    assert entry.metadata["detected_level"] == loki_level
+
+
 def test_method_not_allowed_and_malformed_json_keep_their_answers(app: Flask, exported: Exported) -> None:
     client = app.test_client()
     bare = build_app(monitor=False).test_client()
@@ -192,8 +255,6 @@ def test_app_error_handler_takes_precedence(exported: Exported) -> None:
     def own_handler(error: Exception) -> tuple[str, int]:
         return f"handled by the app: {type(error).__name__}", 503
 
-    from otel_flask_monitor import FlaskMonitor
-
     FlaskMonitor(app)
     response = app.test_client().get("/boom")
 
@@ -202,19 +263,24 @@ def test_app_error_handler_takes_precedence(exported: Exported) -> None:
     assert only(exported.request_logs()).log_record.severity_number == SeverityNumber.ERROR
 
 
-def test_app_500_handler_registered_before_the_monitor_wins(exported: Exported) -> None:
+@pytest.mark.parametrize("status", [500, 200])
+def test_app_500_handler_registered_before_the_monitor_wins(exported: Exported, status: int) -> None:
     app = build_app(monitor=False)
 
     @app.errorhandler(500)
     def own_500(error: Exception) -> tuple[str, int]:
-        return "our own 500 page", 500
-
-    from otel_flask_monitor import FlaskMonitor
+        return "our own 500 page", status
 
     FlaskMonitor(app)
     response = app.test_client().get("/boom")
 
+    assert response.status_code == status
     assert response.data == b"our own 500 page"
+    # An unhandled exception is an error whatever status the app's handler answers with.
+    log = only(exported.request_logs()).log_record
+    assert log.severity_number == SeverityNumber.ERROR
+    assert log.severity_text == "ERROR"
+    assert dict(log.attributes or {})["exception.type"] == "tests.apps.ShopError"
 
 
 def test_excluded_paths_produce_nothing(exported: Exported) -> None:

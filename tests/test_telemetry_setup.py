@@ -16,6 +16,7 @@ from tests.real_processes import SDK_NOISE, free_port
 SCRIPT = Path(__file__).parent / "scripts" / "drive_monitored_app.py"
 REPO = Path(__file__).parent.parent
 
+WAIT_SECONDS = 60.0
 FAST_EXPORT = {
     "OTEL_BLRP_SCHEDULE_DELAY": "50",
     "OTEL_BSP_SCHEDULE_DELAY": "50",
@@ -31,32 +32,41 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_app(env: dict[str, str], timeout: float = 60) -> tuple[dict[str, Any], list[str], float]:
-    started = time.monotonic()
+def results(stdout: str) -> dict[str, Any]:
+    """The script's JSON lines merged: what the app saw, then ``exit_seconds``."""
+    merged: dict[str, Any] = {}
+    for line in stdout.splitlines():
+        if line.startswith("{"):
+            merged.update(json.loads(line))
+    return merged
+
+
+def run_app(env: dict[str, str], timeout: float = 120) -> tuple[dict[str, Any], list[str]]:
     done = subprocess.run(
         [sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
-    elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr.splitlines(), elapsed
+    return results(done.stdout), done.stderr.splitlines()
 
 
 def sdk_noise(stderr: list[str]) -> list[str]:
     return [line for line in stderr if line.startswith(SDK_NOISE) or "Traceback" in line]
 
 
-def test_collector_down_costs_the_app_nothing_and_one_warning() -> None:
+def test_collector_down_fails_no_request_warns_once_and_exits_at_once() -> None:
+    """(The latency of requests with the Collector down is measured against a reachable one by
+    benchmarks/backend_down.py: a comparison of timings belongs there, not in a test.)"""
     env = child_env(
         # With credentials in the URL: they must appear neither in the warning nor in the health JSON.
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://apiuser:S3CRETPW@127.0.0.1:{free_port()}",
         REQUESTS="300",
-        PAUSE_AFTER_SECONDS="1.0",
+        WAIT_FOR_OUTAGE="1",
+        # Were the exit flush to wait for the exporters during the outage, it would take this long.
+        OTEL_FLASK_MONITOR_FLUSH_TIMEOUT_SECONDS="60",
     )
-    result, stderr, elapsed = run_app(env)
+    result, stderr = run_app(env)
 
     assert result["statuses"] == {"200": 300}
-    # A request that waited on the exporter would take seconds (connect retries, 10 s timeout).
-    assert result["max_ms"] < 500
     assert result["owned_providers"] == ["TracerProvider", "LoggerProvider", "MeterProvider"]
     health = result["health"]
     assert health["managed_by_monitor"] is True
@@ -71,8 +81,9 @@ def test_collector_down_costs_the_app_nothing_and_one_warning() -> None:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"].replace("apiuser:S3CRETPW@", "")
     }
     assert sdk_noise(stderr) == [], stderr
-    # Exit does not wait out the exporters' retries (10 s each) during an outage.
-    assert elapsed < 8, elapsed
+    # Exit does not wait for the exporters during an outage: it drops at once. Waiting would take the
+    # exporters' retries (about 7 s per signal) or the 60 s flush timeout; dropping takes milliseconds.
+    assert result["exit_seconds"] < 5, result["exit_seconds"]
     assert any("could not be delivered before exit" in line for line in stderr)
 
 
@@ -82,7 +93,7 @@ def test_sdk_disabled_sets_up_nothing_and_the_app_works() -> None:
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}",
         REQUESTS="20",
     )
-    result, stderr, _ = run_app(env)
+    result, stderr = run_app(env)
 
     assert result["statuses"] == {"200": 20}
     assert result["owned_providers"] == []
@@ -98,8 +109,9 @@ def test_every_record_of_completed_requests_is_flushed_at_exit() -> None:
             OTEL_BLRP_SCHEDULE_DELAY="60000",
             REQUESTS="200",
         )
-        result, stderr, _ = run_app(env)
-        entries = loki.wait_for(lambda es: len(es) >= 200, timeout=10, description="200 request records")
+        result, stderr = run_app(env)
+        # The exit flush delivered them before the process ended: they are all there already.
+        entries = loki.entries()
 
     assert result["statuses"] == {"200": 200}
     assert len(entries) == 200
@@ -117,26 +129,33 @@ def test_export_resumes_by_itself_after_the_collector_comes_back(tmp_path: Path)
         REQUESTS="50",
         SECOND_BATCH_GO_FILE=str(go_file),
         SECOND_BATCH_REQUESTS="30",
-        PAUSE_AFTER_SECONDS="0.5",
     )
-    child = subprocess.Popen(
-        [sys.executable, str(SCRIPT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    stderr_path = tmp_path / "stderr"
+    with stderr_path.open("w") as stderr_file:
+        child = subprocess.Popen(
+            [sys.executable, str(SCRIPT)], env=env, stdout=subprocess.PIPE, stderr=stderr_file, text=True
+        )
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "first batch sent"
-        time.sleep(1.5)  # long enough for the first exports to fail
+        # The first exports have failed once the outage warning is out.
+        deadline = time.monotonic() + WAIT_SECONDS
+        while "telemetry export to" not in stderr_path.read_text():
+            assert child.poll() is None, stderr_path.read_text()
+            assert time.monotonic() < deadline, f"no outage warning within {WAIT_SECONDS} s"
+            time.sleep(0.05)
         with LokiReceiver(port=port) as loki:
             go_file.touch()
-            stdout, stderr_text = child.communicate(timeout=60)
+            stdout, _ = child.communicate(timeout=120)
             # The second batch was sent after recovery; the retried first batch may arrive too.
-            entries = loki.wait_for(lambda es: len(es) >= 30, timeout=15, description="second batch")
+            entries = loki.entries()
     finally:
         child.kill()
         child.wait(timeout=10)
 
-    result = json.loads(stdout.strip().splitlines()[-1])
-    stderr = stderr_text.splitlines()
+    result = results(stdout)
+    stderr = stderr_path.read_text().splitlines()
+    assert child.returncode == 0, stderr
     assert result["statuses"] == {"200": 80}
     assert len([line for line in stderr if line.startswith("telemetry export to")]) == 1, stderr
     assert len([line for line in stderr if line.startswith("telemetry export recovered")]) == 1, stderr
@@ -151,19 +170,16 @@ def test_span_attribute_values_are_capped_when_the_monitor_owns_the_tracer_provi
     with LokiReceiver() as loki:
         env = child_env(OTEL_EXPORTER_OTLP_ENDPOINT=loki.otlp_endpoint, REQUESTS="1", HUGE_ERRORS="1")
         run_app(env)
-        deadline = time.monotonic() + 10
-        events = []
-        while not events and time.monotonic() < deadline:
-            events = [
-                event
-                for request in loki.trace_requests()
-                for resource_spans in request.resource_spans
-                for scope_spans in resource_spans.scope_spans
-                for span in scope_spans.spans
-                for event in span.events
-                if event.name == "exception"
-            ]
-            time.sleep(0.1)
+        # Flushed at exit, before the process ended.
+        events = [
+            event
+            for request in loki.trace_requests()
+            for resource_spans in request.resource_spans
+            for scope_spans in resource_spans.scope_spans
+            for span in scope_spans.spans
+            for event in span.events
+            if event.name == "exception"
+        ]
 
     assert len(events) == 1
     values = {attribute.key: attribute.value.string_value for attribute in events[0].attributes}

@@ -1,26 +1,46 @@
 """Run in a fresh interpreter: the monitor sets up its own providers from OTEL_* variables.
 
 Sends REQUESTS requests through the test client (optionally a second batch once the test creates
-SECOND_BATCH_GO_FILE), prints one JSON line with what the app saw, and exits normally so the
-monitor's exit flush runs.
+SECOND_BATCH_GO_FILE), waits for an outage to be declared if WAIT_FOR_OUTAGE is set, prints one JSON
+line with what the app saw, and exits normally so the monitor's exit flush runs. A last JSON line,
+printed after every other exit handler, gives the seconds the exit took.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 
 from flask import Flask
 
 from otel_flask_monitor import FlaskMonitor, get_state
 from otel_flask_monitor.process import PROCESS
 
+WAIT_SECONDS = 60.0
+_exit_from: list[float] = []
+
+
+def _report_exit() -> None:
+    # Registered before the monitor's own handler, so it runs after it (atexit runs last-in first).
+    if _exit_from:
+        print(json.dumps({"exit_seconds": time.monotonic() - _exit_from[0]}), flush=True)
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what}: not within {WAIT_SECONDS} s")
+        time.sleep(0.05)
+
 
 def main() -> None:
+    atexit.register(_report_exit)
     requests = int(os.environ.get("REQUESTS", "50"))
-    pause_after = float(os.environ.get("PAUSE_AFTER_SECONDS", "0"))
     app = Flask("drive")
 
     @app.get("/work/<int:n>")
@@ -34,13 +54,10 @@ def main() -> None:
     FlaskMonitor(app, service_name="drive-test")
     client = app.test_client()
     statuses: dict[int, int] = {}
-    latencies: list[float] = []
 
     def send(count: int) -> None:
         for number in range(count):
-            started = time.perf_counter()
             status = client.get(f"/work/{number}").status_code
-            latencies.append(time.perf_counter() - started)
             statuses[status] = statuses.get(status, 0) + 1
 
     send(requests)
@@ -50,23 +67,19 @@ def main() -> None:
     if go_file:
         # The test starts the Collector stand-in between the two batches, then creates the file.
         print("first batch sent", flush=True)
-        deadline = time.monotonic() + 30
-        while not os.path.exists(go_file) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: os.path.exists(go_file), "the test's go file")
         send(int(os.environ.get("SECOND_BATCH_REQUESTS", "0")))
         health = get_state(app).telemetry.health
-        deadline = time.monotonic() + 30
-        while health.in_outage and time.monotonic() < deadline:
-            time.sleep(0.1)  # the exporters retry with backoff; exit during an outage drops
-    time.sleep(pause_after)
-    latencies.sort()
+        # The exporters retry with backoff; exit during an outage drops.
+        wait_until(lambda: not health.in_outage, "recovery")
+    if os.environ.get("WAIT_FOR_OUTAGE"):
+        health = get_state(app).telemetry.health
+        wait_until(lambda: health.in_outage, "an outage")
     state = get_state(app)
     print(
         json.dumps(
             {
                 "statuses": statuses,
-                "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else 0,
-                "max_ms": latencies[-1] * 1000 if latencies else 0,
                 "owned_providers": [type(p).__name__ for p in PROCESS.telemetry.owned],
                 "health": state.telemetry.health.as_dict(),
             }
@@ -74,6 +87,7 @@ def main() -> None:
         flush=True,
     )
     sys.stdout.flush()
+    _exit_from.append(time.monotonic())
 
 
 if __name__ == "__main__":
