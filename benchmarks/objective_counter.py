@@ -26,8 +26,9 @@ from aggregates import make_record  # benchmarks/aggregates.py: a record as the 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from otel_flask_monitor.objective_declarations import parse_objectives
 from otel_flask_monitor.objective_metrics import METRIC_NAME, ObjectiveCounter, register_instrument
-from otel_flask_monitor.objectives import AppRoute, parse_objectives
+from otel_flask_monitor.objectives import AppRoute
 from otel_flask_monitor.record import RequestRecord
 
 TARGET = 0.25

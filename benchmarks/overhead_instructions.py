@@ -61,11 +61,11 @@ CLOCK_DRIVEN = ("OTEL_BLRP_SCHEDULE_DELAY", "OTEL_BSP_SCHEDULE_DELAY", "OTEL_MET
 def run_child(variant: str, requests: int) -> None:
     random.seed(0)  # the SDK's RandomIdGenerator draws trace ids from the global generator
     if VARIANTS[variant].uses_monitor:
-        from otel_flask_monitor.system_metrics import process_sampler
+        from otel_flask_monitor.process import PROCESS
 
         # Time-driven work (the monitor's psutil sample every 5 s) would be charged to the long run,
         # which valgrind stretches by minutes: it is per second, not per request, so it is kept out.
-        process_sampler().interval_seconds = 10**6
+        PROCESS.system_metrics.sampler.interval_seconds = 10**6
     built = VARIANTS[variant].build()
     client = built.app.test_client()
     for index in range(WARMUP_REQUESTS):

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from otel_flask_monitor._version import __version__
 from otel_flask_monitor.aggregates import AggregateStore
-from otel_flask_monitor.objectives import Availability, Latency, objective
+from otel_flask_monitor.objective_declarations import objective
+from otel_flask_monitor.objectives import Availability, Latency
 from otel_flask_monitor.record import ExceptionInfo, RequestRecord
 
 if TYPE_CHECKING:
     from otel_flask_monitor.config import ConfigError, MonitorSettings
-    from otel_flask_monitor.extension import FlaskMonitor, get_state
+    from otel_flask_monitor.extension import FlaskMonitor
+    from otel_flask_monitor.state import get_state
 
 # Names whose modules import Flask load on first use, so that the Flask-free parts
 # (``otel_flask_monitor.aggregates``, ``.objectives``, ``.record``) import without Flask.
@@ -21,7 +22,7 @@ _LAZY = {
     "ConfigError": "otel_flask_monitor.config",
     "MonitorSettings": "otel_flask_monitor.config",
     "FlaskMonitor": "otel_flask_monitor.extension",
-    "get_state": "otel_flask_monitor.extension",
+    "get_state": "otel_flask_monitor.state",
 }
 
 

@@ -1,41 +1,66 @@
-"""Record -> flat OTel attributes (semantic-convention names; primitives only, never None).
+"""Record -> flat OTel attributes (semantic-convention names; primitives only, never None), bounded.
 
-Loki stores every log attribute as structured metadata with dots turned into underscores
-(``http.route`` -> ``http_route``). The full table is in docs/log-schema.md.
+Built once per record, by :mod:`otel_flask_monitor.signals`, which hands the same mapping to the
+server span and the log record. Loki stores every log attribute as structured metadata with dots
+turned into underscores (``http.route`` -> ``http_route``). The full table is in docs/log-schema.md.
+
+Loki refuses a line whose structured metadata (name and value bytes of every entry, resource
+attributes and ids included) exceed 64 KB by default (``max_structured_metadata_size``, counted in
+its distributor's ``validateEntry``, grafana/loki 3.x ``pkg/distributor/validator.go``; at most 128
+entries, ``max_structured_metadata_entries_count``). Every value here is capped on its own (the
+settings' limits, in UTF-8 bytes); :class:`AttributeBound` keeps their sum within
+:data:`MAX_RECORD_ATTRIBUTE_BYTES` whatever the settings allow, and costs nothing per record when the
+limits cannot add up to more.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Mapping
-from types import MappingProxyType
+from collections.abc import Sequence
 from typing import Final
 
 from opentelemetry.util.types import AttributeValue
 
-from otel_flask_monitor.record import RequestRecord
+from otel_flask_monitor.record import MAX_METHOD_BYTES, RequestRecord
+from otel_flask_monitor.redaction import truncate, truncate_middle, utf8_length
+
+HEADER_PREFIX: Final = "http.request.header."
+EXCEPTION_ATTRIBUTE_NAMES: Final = ("exception.type", "exception.message", "exception.stacktrace")
+
+MAX_RECORD_ATTRIBUTE_BYTES: Final = 32 * 1024
+"""The most a record's attributes take as Loki counts structured metadata: half of its default limit
+per line, the other half left for resource attributes, trace and span ids and severity."""
+
+# The attributes whose values the settings' max_attribute_length caps, and the most the others take
+# (digits of an int64, a float rounded to 3 decimals, a bool, the longest cut_short value).
+_CAPPED_BY_MAX_LENGTH: Final = (
+    "http.route",
+    "url.path",
+    "url.query",
+    "url.scheme",
+    "http.response.header.content-type",
+    "client.address",
+    "user_agent.original",
+    "server.address",
+    "error.type",
+    "exception.type",
+    "exception.message",
+)
+_AT_MOST_BYTES: Final = {
+    "http.request.method": MAX_METHOD_BYTES,
+    "http.request.method_original": MAX_METHOD_BYTES,
+    "http.response.status_code": 20,
+    "http.request.body.size": 20,
+    "http.response.body.size": 20,
+    "duration_ms": 24,
+    "cpu_ms": 24,
+    "response_streamed": 5,
+    "response_cut_short": 12,
+}
 
 
-class _LastRecord(threading.local):
-    """The span and the log consumer read the same record one after the other on one thread."""
-
-    record: RequestRecord | None = None
-    attributes: Mapping[str, AttributeValue] = MappingProxyType({})
-
-
-_last = _LastRecord()
-
-
-def request_attributes(record: RequestRecord) -> Mapping[str, AttributeValue]:
-    """The HTTP attributes shared by the server span and the log record (built once per record)."""
-    if _last.record is record:
-        return _last.attributes
-    attributes = MappingProxyType(_build_request_attributes(record))
-    _last.record, _last.attributes = record, attributes
-    return attributes
-
-
-def _build_request_attributes(record: RequestRecord) -> dict[str, AttributeValue]:
+def record_attributes(record: RequestRecord) -> dict[str, AttributeValue]:
+    """Every attribute of the record: the HTTP ones the span and the log record share, then (on the
+    log record only; the span carries them as an event) the exception's."""
     candidates: dict[str, AttributeValue | None] = {
         "http.request.method": record.method,
         "http.request.method_original": record.method_original,
@@ -58,44 +83,73 @@ def _build_request_attributes(record: RequestRecord) -> dict[str, AttributeValue
     if record.is_server_error:
         candidates["error.type"] = record.exception.type if record.exception else str(record.status_code)
     for name, value in record.captured_headers:
-        candidates[f"http.request.header.{name}"] = value
+        candidates[HEADER_PREFIX + name] = value
+    exception = record.exception
+    if exception is not None:
+        candidates["exception.type"] = exception.type
+        candidates["exception.message"] = exception.message
+        candidates["exception.stacktrace"] = exception.stacktrace
     return {key: value for key, value in candidates.items() if value is not None}
 
 
-# What the Flask instrumentation does not put on its server span itself (opt-in: ``enrich_spans``).
-# Method, route, path, query, scheme, status, client, user agent and host are there already, in the
-# naming the user selects with OTEL_SEMCONV_STABILITY_OPT_IN; writing them again under a second
-# naming would cost every span about 40 us of CPU (mostly OTLP encoding) and half a kilobyte.
-# ``response_cut_short`` is known only after the span has ended, so it never reaches a span.
-SPAN_ATTRIBUTE_NAMES: Final = frozenset(
-    {
-        "http.request.body.size",
-        "http.response.body.size",
-        "http.response.header.content-type",
-        "duration_ms",
-        "cpu_ms",
-        "error.type",
-        "response_streamed",
-    }
-)
+def entry_bytes(key: str, value: AttributeValue) -> int:
+    """What one attribute counts against Loki's limit: its name and its value as text, in bytes."""
+    if isinstance(value, str):
+        return utf8_length(key) + utf8_length(value)
+    if isinstance(value, bool):
+        return utf8_length(key) + (4 if value else 5)
+    return utf8_length(key) + len(str(value))
 
 
-def span_attributes(record: RequestRecord) -> dict[str, AttributeValue]:
-    """The monitor's candidate additions to the instrumentation's server span (the span consumer
-    writes only those the span does not carry yet)."""
-    return {
-        key: value
-        for key, value in request_attributes(record).items()
-        if key in SPAN_ATTRIBUTE_NAMES or key.startswith("http.request.header.")
-    }
+class AttributeBound:
+    """Keeps a record's attributes within ``budget`` bytes: the longest string values are cut to the
+    one length that makes them fit (shorter values stay whole), the stack trace keeping its head and
+    tail."""
+
+    __slots__ = ("_budget",)
+
+    def __init__(self, budget: int = MAX_RECORD_ATTRIBUTE_BYTES) -> None:
+        self._budget = budget
+
+    @classmethod
+    def needed(
+        cls,
+        *,
+        max_length: int,
+        max_stacktrace_length: int,
+        captured_headers: Sequence[str],
+        budget: int = MAX_RECORD_ATTRIBUTE_BYTES,
+    ) -> AttributeBound | None:
+        """A bound when the settings' limits could add up to more than ``budget``, else None (the
+        limits alone keep every record within it)."""
+        worst = sum(utf8_length(key) + max_length for key in _CAPPED_BY_MAX_LENGTH)
+        worst += sum(utf8_length(key) + size for key, size in _AT_MOST_BYTES.items())
+        worst += utf8_length("exception.stacktrace") + max_stacktrace_length
+        worst += sum(utf8_length(HEADER_PREFIX + name.lower()) + max_length for name in captured_headers)
+        return cls(budget) if worst > budget else None
+
+    def fit(self, attributes: dict[str, AttributeValue]) -> dict[str, AttributeValue]:
+        total = sum(entry_bytes(key, value) for key, value in attributes.items())
+        if total <= self._budget:
+            return attributes
+        strings = {key: utf8_length(value) for key, value in attributes.items() if isinstance(value, str)}
+        room = self._budget - (total - sum(strings.values()))
+        cap = _fair_share(sorted(strings.values()), room)
+        fitted = dict(attributes)
+        for key, size in strings.items():
+            if size > cap:
+                value = str(attributes[key])
+                fitted[key] = (
+                    truncate_middle(value, cap) if key == "exception.stacktrace" else truncate(value, cap)
+                )
+        return fitted
 
 
-def exception_attributes(record: RequestRecord) -> dict[str, AttributeValue]:
-    """On the log record only: the span carries the exception as an event instead."""
-    if record.exception is None:
-        return {}
-    return {
-        "exception.type": record.exception.type,
-        "exception.message": record.exception.message,
-        "exception.stacktrace": record.exception.stacktrace,
-    }
+def _fair_share(sizes: Sequence[int], room: int) -> int:
+    """The largest length such that every size cut to it sums to at most ``room`` (sizes ascending)."""
+    for index, size in enumerate(sizes):
+        share = room // (len(sizes) - index)
+        if size > share:
+            return max(share, 0)
+        room -= size
+    return sizes[-1] if sizes else 0

@@ -28,13 +28,11 @@ from otel_flask_monitor.alert_rules import (
     alerted_objectives,
     render_yaml,
 )
-from otel_flask_monitor.objectives import (
-    AppRoute,
-    ObjectivePolicy,
-    RouteObjectives,
-    app_routes,
-    describe_table,
-)
+from otel_flask_monitor.config import resolve_settings
+from otel_flask_monitor.objective_declarations import app_routes
+from otel_flask_monitor.objectives import AppRoute, ObjectivePolicy, RouteObjectives, describe_table
+from otel_flask_monitor.state import get_state, is_monitored
+from otel_flask_monitor.telemetry import build_resource
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -81,14 +79,8 @@ def load_app(target: str) -> Flask:
 
 
 def read_objectives(app: Flask, service_name: str | None = None) -> AppObjectives:
-    from otel_flask_monitor.config import resolve_settings
-    from otel_flask_monitor.extension import EXTENSION_KEY, get_state
-    from otel_flask_monitor.telemetry import build_resource
-
-    if EXTENSION_KEY in app.extensions:
-        settings = get_state(app).settings
-    else:  # zero-code: the instrumentor attaches the monitor at the first request
-        settings = resolve_settings({}, app.config)
+    # Zero-code: the instrumentor attaches the monitor at the first request.
+    settings = get_state(app).settings if is_monitored(app) else resolve_settings({}, app.config)
     if service_name is None:
         # The name the monitor's telemetry carries: service_name option, OTEL_SERVICE_NAME or
         # OTEL_RESOURCE_ATTRIBUTES, else the app's name.

@@ -16,7 +16,10 @@ from typing import Any, Final
 
 from flask import Request
 
-from otel_flask_monitor.objectives import NO_OBJECTIVES, ObjectiveError, ObjectivePolicy, parse_objectives
+from otel_flask_monitor.objective_declarations import parse_objectives
+from otel_flask_monitor.objectives import NO_OBJECTIVES, ObjectiveError, ObjectivePolicy
+from otel_flask_monitor.record import MAX_CAPTURED_HEADERS, MAX_HEADER_NAME_BYTES
+from otel_flask_monitor.redaction import utf8_length
 
 AccessCheck = Callable[[Request], bool]
 
@@ -115,6 +118,18 @@ def _parse_str_tuple(name: str, value: object) -> tuple[str, ...]:
     raise ConfigError(f"{name}: expected a comma-separated string or a list of strings, got {value!r}")
 
 
+def _parse_header_names(name: str, value: object) -> tuple[str, ...]:
+    names = _parse_str_tuple(name, value)
+    if len(names) > MAX_CAPTURED_HEADERS:
+        raise ConfigError(f"{name}: at most {MAX_CAPTURED_HEADERS} headers can be captured, got {len(names)}")
+    for header in names:
+        if not header or utf8_length(header) > MAX_HEADER_NAME_BYTES:
+            raise ConfigError(
+                f"{name}: {header!r} is not a header name of 1 to {MAX_HEADER_NAME_BYTES} bytes"
+            )
+    return names
+
+
 def _parse_regex_tuple(name: str, value: object) -> tuple[str, ...]:
     patterns = _parse_str_tuple(name, value)
     for pattern in patterns:
@@ -157,171 +172,11 @@ def _parse_objectives(name: str, value: object) -> ObjectivePolicy:
 
 
 @dataclass(frozen=True, slots=True)
-class Option:
-    name: str
-    default: Any
-    parse: Callable[[str, object], Any]
-    doc: str
-    from_env: bool = True
-
-    @property
-    def key(self) -> str:
-        return ENV_PREFIX + self.name.upper()
-
-
-OPTIONS: Final[tuple[Option, ...]] = (
-    Option(
-        "service_name",
-        None,
-        _parse_optional_str,
-        "`service.name` of the resource when the monitor sets up telemetry. Unset: `OTEL_SERVICE_NAME` "
-        "or `OTEL_RESOURCE_ATTRIBUTES`, else the Flask app's name.",
-    ),
-    Option(
-        "excluded_paths",
-        (),
-        _parse_regex_tuple,
-        "Regular expressions (re.search on the path); matching requests produce no record, log or "
-        "aggregate. `OTEL_PYTHON_FLASK_EXCLUDED_URLS` and the monitor's own routes are always excluded.",
-    ),
-    Option("url_prefix", "/monitoring", _parse_prefix, "Where the dashboard and JSON routes are mounted."),
-    Option("dashboard_enabled", True, _parse_bool, "Mount the dashboard, health and stats routes."),
-    Option(
-        "access_token",
-        None,
-        _parse_optional_str,
-        "Bearer token that opens the monitoring routes to non-loopback clients.",
-    ),
-    Option(
-        "access_check",
-        None,
-        _parse_access_check,
-        "Callable `(request) -> bool` deciding access to the monitoring routes (keyword or app.config).",
-        from_env=False,
-    ),
-    Option(
-        "loopback_hosts",
-        (),
-        _parse_host_names,
-        "Host names, besides `localhost` (and its subdomains), `127.0.0.1` and `[::1]`, under which "
-        "loopback clients may open the monitoring routes without a token (any port). Requests naming "
-        "another host are refused so that a web page cannot reach the routes through DNS rebinding.",
-    ),
-    Option(
-        "session_secret",
-        None,
-        _parse_optional_str,
-        "Secret the browser-login cookie's key is derived from, with `access_token`. Unset: the app's "
-        "`SECRET_KEY`. Changing either signs every browser out; workers and replicas need the same.",
-    ),
-    Option(
-        "login_session_seconds",
-        43200,
-        _parse_int,
-        "How long a browser login at `<url_prefix>/login` (with `access_token` set) stays valid.",
-    ),
-    Option(
-        "redacted_headers",
-        DEFAULT_REDACTED_HEADERS,
-        _parse_str_tuple,
-        "Header names (case-insensitive) whose values are replaced by `[REDACTED]` wherever captured.",
-    ),
-    Option(
-        "redacted_query_params",
-        DEFAULT_REDACTED_QUERY_PARAMS,
-        _parse_regex_tuple,
-        "Regular expressions (case-insensitive re.search) on query parameter names whose values are "
-        "replaced by `[REDACTED]` in `url.query` (record, log, span).",
-    ),
-    Option(
-        "captured_headers",
-        (),
-        _parse_str_tuple,
-        "Request header names to record as `http.request.header.<name>` (opt-in; redaction applies).",
-    ),
-    Option(
-        "max_attribute_length",
-        1024,
-        _parse_int,
-        "Longest string attribute value sent (characters); longer values are cut and end in `...`.",
-    ),
-    Option(
-        "max_stacktrace_length",
-        8192,
-        _parse_int,
-        "Longest `exception.stacktrace` sent (characters): head and tail are kept around a marker, so "
-        "a record stays well under Loki's 64 KB structured-metadata limit.",
-    ),
-    Option(
-        "trace_id_header",
-        "X-Trace-Id",
-        _parse_optional_str,
-        "Response header carrying the trace id; empty disables it.",
-    ),
-    Option(
-        "json_errors",
-        True,
-        _parse_bool,
-        "Answer unhandled exceptions with a JSON 500 carrying the trace id, unless an error handler of "
-        "the app or the request's blueprint (500, `InternalServerError`, `HTTPException`, `Exception`, "
-        "registered before or after the monitor) would answer it: then that handler does.",
-    ),
-    Option("emit_logs", True, _parse_bool, "Emit one OTel log record per request."),
-    Option(
-        "enrich_spans",
-        False,
-        _parse_bool,
-        "Also add to the server span what the instrumentation does not record (body sizes, content "
-        "type, `duration_ms`, `cpu_ms`, `error.type` where it sets none, captured headers, "
-        "`response_streamed`), never replacing what it set. Off: those figures are in the log record "
-        "only, which carries the span's ids ([log-schema.md](log-schema.md#the-server-span)).",
-    ),
-    Option(
-        "setup_telemetry",
-        True,
-        _parse_bool,
-        "Configure tracer/logger/meter providers from `OTEL_*` variables when none is configured yet.",
-    ),
-    Option(
-        "instrument_flask",
-        True,
-        _parse_bool,
-        "Call `FlaskInstrumentor().instrument_app(app)` when the app is not instrumented yet.",
-    ),
-    Option(
-        "flush_timeout_seconds",
-        5.0,
-        _parse_float,
-        "At interpreter exit, how long queued telemetry may take to flush before it is dropped.",
-    ),
-    Option("window_seconds", 900, _parse_int, "Length of the rolling window of the in-memory aggregates."),
-    Option("slot_seconds", 10, _parse_int, "Width of one slot of the rolling window."),
-    Option("max_routes", 200, _parse_int, "Most (method, route) pairs tracked; the rest share `<other>`."),
-    Option("recent_errors", 50, _parse_int, "How many recent errors the dashboard keeps."),
-    Option(
-        "multiprocess_dir",
-        None,
-        _parse_optional_str,
-        "Directory the workers of a pre-fork server (gunicorn) share so that `/monitoring/stats` and the "
-        "dashboard show the totals of all workers; `auto`: a private one per server under the temp "
-        "directory. Unset: each process shows its own (docs/dashboard.md).",
-    ),
-    Option(
-        "objectives",
-        NO_OBJECTIVES,
-        _parse_objectives,
-        "Objectives (SLOs) per route: a mapping of route pattern (or `default`) to a latency and/or "
-        "availability objective; the environment variable and app.config take its JSON "
-        "(docs/objectives.md).",
-    ),
-)
-
-_OPTIONS_BY_NAME: Final = {option.name: option for option in OPTIONS}
-
-
-@dataclass(frozen=True, slots=True)
 class MonitorSettings:
-    """The resolved settings of one app's monitor. Build it with :func:`resolve_settings`."""
+    """The resolved settings of one app's monitor. Build it with :func:`resolve_settings`.
+
+    The one place each option's default is written; :data:`OPTIONS` says how each is parsed.
+    """
 
     service_name: str | None = None
     excluded_paths: tuple[str, ...] = ()
@@ -350,6 +205,161 @@ class MonitorSettings:
     recent_errors: int = 50
     multiprocess_dir: str | None = None
     objectives: ObjectivePolicy = NO_OBJECTIVES
+
+
+_DEFAULTS: Final = {spec.name: spec.default for spec in fields(MonitorSettings)}
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """How one field of :class:`MonitorSettings` is read from keyword, ``app.config`` and environment."""
+
+    name: str
+    parse: Callable[[str, object], Any]
+    doc: str
+    from_env: bool = True
+
+    @property
+    def key(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def default(self) -> Any:
+        """The field's default in :class:`MonitorSettings`, where every default is declared (once)."""
+        return _DEFAULTS[self.name]
+
+
+OPTIONS: Final[tuple[Option, ...]] = (
+    Option(
+        "service_name",
+        _parse_optional_str,
+        "`service.name` of the resource when the monitor sets up telemetry. Unset: `OTEL_SERVICE_NAME` "
+        "or `OTEL_RESOURCE_ATTRIBUTES`, else the Flask app's name.",
+    ),
+    Option(
+        "excluded_paths",
+        _parse_regex_tuple,
+        "Regular expressions (re.search on the path); matching requests produce no record, log or "
+        "aggregate. `OTEL_PYTHON_FLASK_EXCLUDED_URLS` and the monitor's own routes are always excluded.",
+    ),
+    Option("url_prefix", _parse_prefix, "Where the dashboard and JSON routes are mounted."),
+    Option("dashboard_enabled", _parse_bool, "Mount the dashboard, health and stats routes."),
+    Option(
+        "access_token",
+        _parse_optional_str,
+        "Bearer token that opens the monitoring routes to non-loopback clients.",
+    ),
+    Option(
+        "access_check",
+        _parse_access_check,
+        "Callable `(request) -> bool` deciding access to the monitoring routes (keyword or app.config).",
+        from_env=False,
+    ),
+    Option(
+        "loopback_hosts",
+        _parse_host_names,
+        "Host names, besides `localhost` (and its subdomains), `127.0.0.1` and `[::1]`, under which "
+        "loopback clients may open the monitoring routes without a token (any port). Requests naming "
+        "another host are refused so that a web page cannot reach the routes through DNS rebinding.",
+    ),
+    Option(
+        "session_secret",
+        _parse_optional_str,
+        "Secret the browser-login cookie's key is derived from, with `access_token`. Unset: the app's "
+        "`SECRET_KEY`. Changing either signs every browser out; workers and replicas need the same.",
+    ),
+    Option(
+        "login_session_seconds",
+        _parse_int,
+        "How long a browser login at `<url_prefix>/login` (with `access_token` set) stays valid.",
+    ),
+    Option(
+        "redacted_headers",
+        _parse_str_tuple,
+        "Header names (case-insensitive) whose values are replaced by `[REDACTED]` wherever captured.",
+    ),
+    Option(
+        "redacted_query_params",
+        _parse_regex_tuple,
+        "Regular expressions (case-insensitive re.search) on query parameter names whose values are "
+        "replaced by `[REDACTED]` in `url.query` (record, log, span).",
+    ),
+    Option(
+        "captured_headers",
+        _parse_header_names,
+        "Request header names to record as `http.request.header.<name>` (opt-in; redaction applies); "
+        "at most 32, each name at most 64 bytes.",
+    ),
+    Option(
+        "max_attribute_length",
+        _parse_int,
+        "Longest string attribute value sent, in UTF-8 bytes; longer values are cut (never inside a "
+        "character) and end in `...`.",
+    ),
+    Option(
+        "max_stacktrace_length",
+        _parse_int,
+        "Longest `exception.stacktrace` sent, in UTF-8 bytes: head and tail are kept around a marker. "
+        "Whatever these limits, a log record's attributes stay within 32 KiB, half of Loki's 64 KB "
+        "structured-metadata limit per line (the longest values are cut further when needed).",
+    ),
+    Option(
+        "trace_id_header",
+        _parse_optional_str,
+        "Response header carrying the trace id; empty disables it.",
+    ),
+    Option(
+        "json_errors",
+        _parse_bool,
+        "Answer unhandled exceptions with a JSON 500 carrying the trace id, unless an error handler of "
+        "the app or the request's blueprint (500, `InternalServerError`, `HTTPException`, `Exception`, "
+        "registered before or after the monitor) would answer it: then that handler does.",
+    ),
+    Option("emit_logs", _parse_bool, "Emit one OTel log record per request."),
+    Option(
+        "enrich_spans",
+        _parse_bool,
+        "Also add to the server span what the instrumentation does not record (body sizes, content "
+        "type, `duration_ms`, `cpu_ms`, `error.type` where it sets none, captured headers, "
+        "`response_streamed`), never replacing what it set. Off: those figures are in the log record "
+        "only, which carries the span's ids ([log-schema.md](log-schema.md#the-server-span)).",
+    ),
+    Option(
+        "setup_telemetry",
+        _parse_bool,
+        "Configure tracer/logger/meter providers from `OTEL_*` variables when none is configured yet.",
+    ),
+    Option(
+        "instrument_flask",
+        _parse_bool,
+        "Call `FlaskInstrumentor().instrument_app(app)` when the app is not instrumented yet.",
+    ),
+    Option(
+        "flush_timeout_seconds",
+        _parse_float,
+        "At interpreter exit, how long queued telemetry may take to flush before it is dropped.",
+    ),
+    Option("window_seconds", _parse_int, "Length of the rolling window of the in-memory aggregates."),
+    Option("slot_seconds", _parse_int, "Width of one slot of the rolling window."),
+    Option("max_routes", _parse_int, "Most (method, route) pairs tracked; the rest share `<other>`."),
+    Option("recent_errors", _parse_int, "How many recent errors the dashboard keeps."),
+    Option(
+        "multiprocess_dir",
+        _parse_optional_str,
+        "Directory the workers of a pre-fork server (gunicorn) share so that `/monitoring/stats` and the "
+        "dashboard show the totals of all workers; `auto`: a private one per server under the temp "
+        "directory. Unset: each process shows its own (docs/dashboard.md).",
+    ),
+    Option(
+        "objectives",
+        _parse_objectives,
+        "Objectives (SLOs) per route: a mapping of route pattern (or `default`) to a latency and/or "
+        "availability objective; the environment variable and app.config take its JSON "
+        "(docs/objectives.md).",
+    ),
+)
+
+_OPTIONS_BY_NAME: Final = {option.name: option for option in OPTIONS}
 
 
 def _check_in_step() -> None:
@@ -381,8 +391,7 @@ def resolve_settings(
         elif option.from_env and option.key in environ:
             raw, source = environ[option.key], option.key
         else:
-            values[option.name] = option.default
-            continue
+            continue  # the field's default
         values[option.name] = option.parse(source, raw)
     settings = MonitorSettings(**values)
     if settings.slot_seconds > settings.window_seconds:

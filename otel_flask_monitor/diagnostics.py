@@ -5,8 +5,9 @@ explanation and the fix (docs/troubleshooting.md maps the same codes). Detection
 
 - the state of the process (environment, global providers, the Werkzeug reloader, a pre-fork master,
   the Collector never reached) is checked each time the list is read, which costs nothing per request;
-- what only shows as requests flow is noted by the request hooks through :func:`report` and
-  :func:`excluded_by` (called only when the condition holds, never on an ordinary request);
+- what only shows as requests flow is noted by the request hooks on the app's :class:`Diagnostics`
+  (:meth:`~Diagnostics.note_excluded`, called only when the condition holds, never on an ordinary
+  request);
 - whether any request was recorded is read from the aggregates.
 
 ``/monitoring/health`` serves the list as ``diagnostics``; the dashboard shows it in a panel; the demo
@@ -15,17 +16,16 @@ prints it at start.
 
 from __future__ import annotations
 
-import functools
-import logging
+import dataclasses
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 
-from flask import Flask, current_app
 from werkzeug.serving import is_running_from_reloader
 
+from otel_flask_monitor._otel_compat import log_pipeline_gap
 from otel_flask_monitor.config import MonitorSettings
 from otel_flask_monitor.export_status import (
     FAILING,
@@ -35,26 +35,12 @@ from otel_flask_monitor.export_status import (
     SignalSnapshot,
     overall_connection,
 )
+from otel_flask_monitor.otel_env import SIGNALS, exporter_names, otlp_protocol, sdk_disabled
+from otel_flask_monitor.process import PROCESS, ForkOrigin
 from otel_flask_monitor.redaction import without_userinfo
-from otel_flask_monitor.telemetry import (
-    exporter_names,
-    log_pipeline_gap,
-    logger_provider_configured,
-    meter_provider_configured,
-    otlp_protocol,
-    owned_providers,
-    sdk_disabled,
-    tracer_provider_configured,
-)
-
-if TYPE_CHECKING:
-    from otel_flask_monitor.extension import MonitorState
-
-_logger = logging.getLogger("otel_flask_monitor")
 
 Severity = Literal["info", "warning"]
 
-SIGNALS: Final = ("traces", "logs", "metrics")
 _WHAT_IS_NOT_EXPORTED: Final = {"traces": "spans", "logs": "log records", "metrics": "metrics"}
 
 
@@ -69,7 +55,7 @@ class Finding:
     fix: str
 
     def as_dict(self) -> dict[str, str]:
-        return {"code": self.code, "severity": self.severity, "message": self.message, "fix": self.fix}
+        return dataclasses.asdict(self)
 
 
 _ENTRIES: Final = (
@@ -171,26 +157,6 @@ def finding(code: str, *, severity: Severity | None = None, **details: str | int
 # ---- process state ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _ForkOrigin:
-    parent_pid: int
-    monitor_owned: bool
-
-
-_FORKED_FROM: _ForkOrigin | None = None
-
-
-def _after_fork_in_child() -> None:
-    """A child forked after OpenTelemetry was set up inherits the parent's providers: remember whose."""
-    global _FORKED_FROM  # noqa: PLW0603 - process-wide by nature: one fork history per process
-    if tracer_provider_configured() or logger_provider_configured() or meter_provider_configured():
-        _FORKED_FROM = _ForkOrigin(os.getppid(), monitor_owned=bool(owned_providers()))
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 def _uses_grpc() -> bool:
     try:
         return any(otlp_protocol(signal) == "grpc" for signal in SIGNALS)
@@ -198,7 +164,7 @@ def _uses_grpc() -> bool:
         return False
 
 
-def _fork_finding(origin: _ForkOrigin) -> Finding:
+def _fork_finding(origin: ForkOrigin) -> Finding:
     if _uses_grpc():
         return finding(
             "preload_master",
@@ -278,8 +244,8 @@ def process_findings(settings: MonitorSettings, export: ExportHealth) -> list[Fi
         found.append(finding("export_failing", endpoint=_endpoints(signals, (LOST, NEVER_REACHED)), how=how))
     if is_running_from_reloader():
         found.append(finding("reloader_parent", parent_pid=os.getppid()))
-    if _FORKED_FROM is not None:
-        found.append(_fork_finding(_FORKED_FROM))
+    if PROCESS.forked_from is not None:
+        found.append(_fork_finding(PROCESS.forked_from))
     return found
 
 
@@ -328,37 +294,3 @@ class Diagnostics:
 
     def as_list(self) -> list[dict[str, str]]:
         return [item.as_dict() for item in self.findings()]
-
-
-# ---- called by the request hooks ----------------------------------------------------------------
-
-
-@functools.cache
-def _state_getter() -> Callable[[Flask], MonitorState]:
-    # Imported once, late: the extension module imports this one.
-    from otel_flask_monitor.extension import get_state
-
-    return get_state
-
-
-def _current_diagnostics() -> Diagnostics:
-    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    return _state_getter()(app).diagnostics
-
-
-def report(code: str) -> None:
-    """Note ``code`` on the diagnostics of the app handling the current request; never raises."""
-    try:
-        _current_diagnostics().note(code)
-    except Exception:
-        _logger.debug("otel_flask_monitor: could not note diagnostic %s", code, exc_info=True)
-
-
-def excluded_by(source: str) -> Literal[True]:
-    """Count a request excluded by ``source`` (:data:`EXCLUDED_PATHS` or :data:`EXCLUDED_URLS`) on
-    the current app's diagnostics; returns True, so an exclusion check can ``return excluded_by(...)``."""
-    try:
-        _current_diagnostics().note_excluded(source)
-    except Exception:
-        _logger.debug("otel_flask_monitor: could not count an excluded request", exc_info=True)
-    return True

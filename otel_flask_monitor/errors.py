@@ -17,7 +17,7 @@ from typing import Any
 from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from otel_flask_monitor.hooks import current_trace_id
+from otel_flask_monitor.spans import current_trace_id
 
 ErrorHandler = Callable[[Any], Any]
 

@@ -1,9 +1,12 @@
 """Export health: what reached the Collector, what was lost, and one quiet line per outage.
 
 The OTLP exporters log a warning on every retry and an error on every failed batch; with the
-Collector down that is a flood. When the monitor owns the exporters it wraps them here: the SDK's
-export loggers are captured (the first message of a failure becomes ``last_error``), one warning is written
+Collector down that is a flood. When the monitor owns the exporters it wraps them
+(:mod:`otel_flask_monitor.exporters`): what the SDK logs while it works for the monitor's own
+pipeline is captured (the first message of a failure becomes ``last_error``), one warning is written
 when an outage starts and one line when export recovers, and the counts feed ``/monitoring/health``.
+Exporters the user configured keep every line they log: the capture recognises the monitor's own
+work by :func:`monitor_pipeline`, which the wrappers enter on the thread doing it.
 
 Each signal also says how its connection stands (:data:`SIGNAL_CONNECTIONS`): a Collector that was never
 reached (nothing runs there yet: a demo, a first deployment) is told apart from one that went away.
@@ -11,33 +14,26 @@ reached (nothing runs there yet: a demo, a first deployment) is told apart from 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from otel_flask_monitor._otel_compat import SDK_EXPORT_LOGGERS
+from otel_flask_monitor.redaction import truncate
+
 _logger = logging.getLogger("otel_flask_monitor.export")
 
-_MAX_ERROR_LENGTH: Final = 300
+_MAX_ERROR_BYTES: Final = 300
 
 # Successful exports in a row, with every signal healthy, before an outage is declared over: a
 # Collector that answers only some requests in time would otherwise flap between a warning and a
 # recovery line on every batch.
 RECOVERY_CONFIRMATIONS: Final = 3
-
-# Loggers of the SDK export path whose per-batch warnings the outage tracking replaces.
-SDK_EXPORT_LOGGERS: Final = (
-    "opentelemetry.exporter.otlp.common.http",
-    "opentelemetry.exporter.otlp.proto.http._log_exporter",
-    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
-    "opentelemetry.exporter.otlp.proto.grpc.exporter",
-    "opentelemetry.sdk._shared_internal",
-    "opentelemetry.sdk.metrics._internal.export",
-)
-
 
 # Per signal: nothing exported or failed yet; the last export succeeded; exports fail and none ever succeeded
 # since the process started; exports fail after at least one succeeded.
@@ -73,17 +69,7 @@ class SignalSnapshot:
     """One of :data:`SIGNAL_CONNECTIONS`."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "signal": self.signal,
-            "endpoint": self.endpoint,
-            "healthy": self.healthy,
-            "connection": self.connection,
-            "exported": self.exported,
-            "failed": self.failed,
-            "dropped": self.dropped,
-            "last_success_unix": self.last_success_unix,
-            "last_failure_unix": self.last_failure_unix,
-        }
+        return dataclasses.asdict(self)
 
 
 def overall_connection(signals: list[SignalSnapshot]) -> str:
@@ -147,7 +133,7 @@ class ExportHealth:
         with self._lock:
             self._signals[signal] = _SignalStatus(signal, endpoint)
 
-    def reset_after_fork(self) -> None:
+    def after_fork_in_child(self) -> None:
         """In a forked child: the same signals and endpoints, none of the parent's counts or state.
 
         A parent's thread may have held the lock at fork time; the child gets a new one.
@@ -172,7 +158,7 @@ class ExportHealth:
         with self._lock:
             if self._last_error is None:
                 # The first error of a failure episode names the cause; later ones repeat it.
-                self._last_error = message[:_MAX_ERROR_LENGTH]
+                self._last_error = truncate(message, _MAX_ERROR_BYTES)
             status = self._signals.get(signal) if signal else None
             started = status is not None and self._mark_failing_locked(status)
         if started and status is not None:
@@ -190,7 +176,7 @@ class ExportHealth:
             if status is None or status.last_success is not None or status.last_failure is not None:
                 return
             if self._last_error is None:
-                self._last_error = message[:_MAX_ERROR_LENGTH]
+                self._last_error = truncate(message, _MAX_ERROR_BYTES)
             status.healthy = False
             status.only_checked = True
             if self._outage_started is None:
@@ -324,14 +310,35 @@ class ExportHealth:
         }
 
 
+_PIPELINE: Final = threading.local()
+
+
+@contextlib.contextmanager
+def monitor_pipeline() -> Iterator[None]:
+    """On this thread, while the body runs, the SDK works for the monitor's own export pipeline: what
+    it logs is the monitor's to report (:class:`CapturingFilter`)."""
+    _PIPELINE.depth = getattr(_PIPELINE, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _PIPELINE.depth -= 1
+
+
+def in_monitor_pipeline() -> bool:
+    return getattr(_PIPELINE, "depth", 0) > 0
+
+
 class CapturingFilter(logging.Filter):
-    """Keeps the SDK's export messages out of the app's logs; they feed ``last_error``."""
+    """Keeps the SDK's export lines for the monitor's own pipeline out of the app's logs (they feed
+    ``last_error``); lets every other line through, so exporters the user set up log as they would."""
 
     def __init__(self, health: ExportHealth) -> None:
         super().__init__()
         self._health = health
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not in_monitor_pipeline():
+            return True
         if record.levelno >= logging.WARNING:
             try:
                 message = record.getMessage()
@@ -361,10 +368,12 @@ def _signal_of(logger_name: str, message: str) -> str | None:
     return None
 
 
-def capture_sdk_export_logs(health: ExportHealth) -> None:
+def capture_sdk_export_logs(health: ExportHealth) -> CapturingFilter:
+    """Put the capture on the SDK's export loggers (once per process: the monitor's pipeline is)."""
     log_filter = CapturingFilter(health)
     for name in SDK_EXPORT_LOGGERS:
         logging.getLogger(name).addFilter(log_filter)
+    return log_filter
 
 
 T = TypeVar("T")
@@ -386,7 +395,8 @@ def tracked_export(
     health.begin_export()
     try:
         try:
-            result = export()
+            with monitor_pipeline():
+                result = export()
         except Exception as error:
             health.note_error(f"{type(error).__name__}: {error}")
             result = failure

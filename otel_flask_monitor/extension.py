@@ -3,66 +3,35 @@
 from __future__ import annotations
 
 import logging
+import os
 import weakref
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from flask import Flask
 
+from otel_flask_monitor._otel_compat import is_instrumented
 from otel_flask_monitor.aggregates import AggregateStore
 from otel_flask_monitor.aggregates.multiprocess import MultiprocessAggregates
 from otel_flask_monitor.app_lifetime import bind_wsgi_app_weakly
+from otel_flask_monitor.attributes import AttributeBound
 from otel_flask_monitor.config import MonitorSettings, resolve_settings
+from otel_flask_monitor.dashboard import build_blueprint
 from otel_flask_monitor.diagnostics import Diagnostics
 from otel_flask_monitor.dispatch import Consumer, FailureReporter, RecordDispatcher
 from otel_flask_monitor.errors import register_json_500
 from otel_flask_monitor.hooks import RequestLifecycle
 from otel_flask_monitor.instrumentation_guard import guard_instrumentation
-from otel_flask_monitor.logs import emit_request_log
 from otel_flask_monitor.objective_metrics import objective_consumer
-from otel_flask_monitor.record import RequestRecord
+from otel_flask_monitor.process import PROCESS
 from otel_flask_monitor.redaction import Redactor, instrumentation_captures_headers
-from otel_flask_monitor.spans import enrich_span
-from otel_flask_monitor.system_metrics import start_system_metrics
+from otel_flask_monitor.signals import RecordSignals
+from otel_flask_monitor.spans import SpanWriter
+from otel_flask_monitor.state import EXTENSION_KEY, MonitorState, get_state
 from otel_flask_monitor.telemetry import Telemetry, setup_telemetry
 
-EXTENSION_KEY: Final = "otel_flask_monitor"
+__all__ = ["EXTENSION_KEY", "FlaskMonitor", "MonitorState", "get_state"]
 
 _logger = logging.getLogger("otel_flask_monitor")
-
-
-@dataclass(frozen=True, slots=True)
-class MonitorState:
-    """Per-app state, kept in ``app.extensions["otel_flask_monitor"]``."""
-
-    settings: MonitorSettings
-    telemetry: Telemetry
-    failures: FailureReporter
-    lifecycle: RequestLifecycle
-    aggregates: AggregateStore
-    diagnostics: Diagnostics
-    exchange: MultiprocessAggregates | None = None
-    """Set with ``multiprocess_dir``: the aggregates of all the server's workers."""
-
-    def stats_document(self) -> dict[str, Any]:
-        """The ``/monitoring/stats`` JSON: merged across workers when ``multiprocess_dir`` is set."""
-        if self.exchange is not None:
-            try:
-                return self.exchange.snapshot()
-            except Exception:  # the files are a bonus; this process's own figures always answer
-                self.failures.report("multiprocess merge")
-        return self.aggregates.snapshot()
-
-
-def get_state(app: Flask) -> MonitorState:
-    try:
-        state: MonitorState = app.extensions[EXTENSION_KEY]
-    except KeyError:
-        raise RuntimeError(
-            f"otel_flask_monitor is not registered on app {app.name!r}; call FlaskMonitor(app) or "
-            "monitor.init_app(app) first"
-        ) from None
-    return state
 
 
 class FlaskMonitor:
@@ -87,6 +56,7 @@ class FlaskMonitor:
             )
         settings = resolve_settings(self._options, app.config)
         telemetry = setup_telemetry(
+            PROCESS.telemetry,
             enabled=settings.setup_telemetry,
             service_name=settings.service_name,
             fallback_service_name=app.name,
@@ -97,26 +67,47 @@ class FlaskMonitor:
         if settings.instrument_flask:
             bind_wsgi_app_weakly(app)  # what the instrumentation keeps must not hold the app
             instrumented_by_monitor = _instrument(app)
-        start_system_metrics(telemetry.meter)  # once per process, however many apps
+        PROCESS.system_metrics.start(telemetry.meter)  # once per process, however many apps
         failures = FailureReporter()
         aggregates = AggregateStore.from_settings(settings)
-        dispatcher = RecordDispatcher(_consumers(settings, telemetry, aggregates), failures)
+        diagnostics = Diagnostics(settings, telemetry.health, lambda: aggregates.has_recorded)
+        redactor = Redactor(
+            settings.redacted_headers,
+            settings.redacted_query_params,
+            instrumentation_captures_headers=instrumentation_captures_headers(),
+        )
+        spans = SpanWriter(
+            redactor,
+            settings.max_attribute_length,
+            # Headers the instrumentation copies onto the span at the user's request can be long too.
+            may_carry_headers=bool(
+                os.environ.get("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST")
+            ),
+        )
+        signals = RecordSignals(
+            spans=spans if settings.enrich_spans else None,
+            logger=telemetry.logger if settings.emit_logs else None,
+            failures=failures,
+            bound=AttributeBound.needed(
+                max_length=settings.max_attribute_length,
+                max_stacktrace_length=settings.max_stacktrace_length,
+                captured_headers=settings.captured_headers,
+            ),
+        )
+        dispatcher = RecordDispatcher(_consumers(settings, telemetry, signals, aggregates), failures)
         lifecycle = RequestLifecycle(
             settings,
-            Redactor(
-                settings.redacted_headers,
-                settings.redacted_query_params,
-                instrumentation_captures_headers=instrumentation_captures_headers(),
-            ),
-            dispatcher,
-            failures,
+            redactor=redactor,
+            spans=spans,
+            dispatcher=dispatcher,
+            failures=failures,
+            diagnostics=diagnostics,
+            span_ending=signals.enrich_span if settings.enrich_spans else None,
         )
         lifecycle.register(app)
         if settings.json_errors:
             register_json_500(app)
         if settings.dashboard_enabled:
-            from otel_flask_monitor.dashboard import build_blueprint
-
             app.register_blueprint(build_blueprint(), url_prefix=settings.url_prefix)
         guard_instrumentation(
             app,
@@ -129,27 +120,19 @@ class FlaskMonitor:
             exchange.start()
             # Its writer thread and files go with the app (or at exit), not with the process.
             weakref.finalize(app, exchange.close)
-        diagnostics = Diagnostics(settings, telemetry.health, lambda: aggregates.has_recorded)
         app.extensions[EXTENSION_KEY] = MonitorState(
             settings, telemetry, failures, lifecycle, aggregates, diagnostics, exchange
         )
 
 
 def _consumers(
-    settings: MonitorSettings, telemetry: Telemetry, aggregates: AggregateStore
+    settings: MonitorSettings, telemetry: Telemetry, signals: RecordSignals, aggregates: AggregateStore
 ) -> list[tuple[str, Consumer]]:
     consumers: list[tuple[str, Consumer]] = []
-    if settings.enrich_spans:
-        consumers.append(("span", enrich_span))
-    if settings.emit_logs:
-        logger = telemetry.logger
-
-        def log(record: RequestRecord) -> None:
-            emit_request_log(logger, record)
-
-        consumers.append(("log", log))
+    if signals.enabled:
+        consumers.append(("signals", signals))
     consumers.append(("aggregates", aggregates.record))
-    consumers.append(objective_consumer(settings, telemetry.meter))
+    consumers.append(objective_consumer(settings, telemetry.meter, PROCESS.objective_metric))
     return consumers
 
 
@@ -162,10 +145,8 @@ def _instrument(app: Flask) -> bool:
     matches ``excluded_urls`` against the full URL, so they are kept out of it on their path alone
     (:mod:`~otel_flask_monitor.instrumentation_guard`).
     """
-    if getattr(app, "_is_instrumented_by_opentelemetry", False):
+    if is_instrumented(app):
         return False
-    import os
-
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
     excluded = os.environ.get(

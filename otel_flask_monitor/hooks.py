@@ -15,40 +15,36 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import re
 import threading
 import time
-import traceback
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from flask import Flask, Request, Response, current_app, got_request_exception, request
 from flask.ctx import RequestContext
 from flask.globals import request_ctx
 from opentelemetry import trace
 from opentelemetry.trace import Span
-from opentelemetry.util.http import ExcludeList, get_excluded_urls, sanitize_method
 from werkzeug.wsgi import ClosingIterator
 
 from otel_flask_monitor.config import MonitorSettings
-from otel_flask_monitor.diagnostics import EXCLUDED_PATHS, EXCLUDED_URLS, excluded_by
-from otel_flask_monitor.dispatch import FailureReporter, RecordDispatcher
-from otel_flask_monitor.instrumentation_guard import is_own_path, wsgi_prefix
-from otel_flask_monitor.record import KNOWN_METHODS, ExceptionInfo, RequestRecord
-from otel_flask_monitor.redaction import Redactor, redact_span_headers, truncate, truncate_middle
-from otel_flask_monitor.spans import enrich_span, server_span_of
+from otel_flask_monitor.dispatch import Consumer, FailureReporter, RecordDispatcher
+from otel_flask_monitor.exclusion import RequestExclusion
+from otel_flask_monitor.hook_order import place_behind_instrumentation
+from otel_flask_monitor.hosts import split_host_port
+from otel_flask_monitor.record import ExceptionInfo, RequestRecord, method_fields
+from otel_flask_monitor.redaction import Redactor, truncate
+from otel_flask_monitor.spans import SpanWriter, current_trace_id, server_span_of, trace_id_of
 from otel_flask_monitor.streaming import BodyOutcome, MeasuredBody
+
+if TYPE_CHECKING:
+    from otel_flask_monitor.diagnostics import Diagnostics
 
 _logger = logging.getLogger("otel_flask_monitor")
 
 ENVIRON_KEY: Final = "otel_flask_monitor.in_flight"
 # The redacted query of an excluded request whose span opened after our hook (see before_request).
 _LATE_SPAN_QUERY_KEY: Final = "otel_flask_monitor.late_span_query"
-
-# Span attributes set by the instrumentation that carry the raw query string; overwritten redacted.
-_QUERY_BEARING_SPAN_ATTRIBUTES: Final = ("url.query", "http.target", "http.url", "url.full")
-
 
 # Statuses Werkzeug sends no body with (nor with 1xx, nor to HEAD), whatever the response holds.
 _BODILESS_STATUSES: Final = frozenset({204, 304})
@@ -99,21 +95,8 @@ class _Stream:
         self.outcome: BodyOutcome | None = None
 
 
-def current_trace_id() -> str | None:
-    context = trace.get_current_span().get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid else None
-
-
 def _trace_id_of(span: Span | None) -> str | None:
-    if span is None:
-        return current_trace_id()
-    context = span.get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid else None
-
-
-def exception_type_name(error: BaseException) -> str:
-    cls = type(error)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return current_trace_id() if span is None else trace_id_of(span)
 
 
 class RequestLifecycle:
@@ -122,74 +105,36 @@ class RequestLifecycle:
     def __init__(
         self,
         settings: MonitorSettings,
+        *,
         redactor: Redactor,
+        spans: SpanWriter,
         dispatcher: RecordDispatcher,
         failures: FailureReporter,
+        diagnostics: Diagnostics,
+        span_ending: Consumer | None = None,
     ) -> None:
+        """``span_ending``: what to write to the span of a streamed response, whose span ends before
+        its record is complete (the record then reaches ``dispatcher`` when the body ends)."""
         self._settings = settings
         self._redactor = redactor
+        self._spans = spans
         self._dispatcher = dispatcher
         self._failures = failures
-        self._excluded_paths = (
-            re.compile("|".join(f"(?:{p})" for p in settings.excluded_paths))
-            if settings.excluded_paths
-            else None
-        )
-        self._excluded_urls: ExcludeList | None = (
-            get_excluded_urls("FLASK")
-            if os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS")
-            or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS")
-            else None
-        )
-        # The prefix is the monitor's only while its routes are mounted there.
-        self._own_prefix = wsgi_prefix(settings.url_prefix) if settings.dashboard_enabled else None
-        # Headers the instrumentation copies onto the span at the user's request can be long too.
-        self._span_may_carry_headers = bool(
-            os.environ.get("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST")
-        )
+        self._diagnostics = diagnostics
+        self._span_ending = span_ending
+        self._exclusion = RequestExclusion(settings, diagnostics)
         self._warned_hook_order = False
         self._hook_order_checked = False
 
     def register(self, app: Flask) -> None:
-        """Place the hooks so every response is seen, whatever the app registered first.
-
-        Flask stops at the first ``before_request`` function that answers (an auth check's 401):
-        the Flask instrumentation's (which opens the span) goes first, ours right after it, ahead
-        of the app's own, even when the app registered its hooks before being instrumented.
-        ``after_request`` functions run in reverse: ours goes first in the list so it runs last
-        and records the final status. ``teardown_request`` functions run in reverse too: ours goes
-        after the instrumentation's, so it runs before the one that ends the span.
-        """
+        """Place the hooks so every response is seen, whatever the app registered first
+        (:mod:`~otel_flask_monitor.hook_order`). ``after_request`` functions run in reverse: ours goes
+        first in the list so it runs last and records the final status."""
         app.before_request_funcs.setdefault(None, []).append(self.before_request)
         app.after_request_funcs.setdefault(None, []).insert(0, self.after_request)
         app.teardown_request(self.teardown_request)
         got_request_exception.connect(self.on_exception, app)
-        self._place_hooks(app)
-
-    def _place_hooks(self, app: Flask) -> bool:
-        """Put our ``before_request`` right after the instrumentation's and our ``teardown_request``
-        after its; True when something moved. Each list is replaced, not changed in place, so a
-        request iterating the old one on another thread is not disturbed."""
-        moved = False
-        before = app.before_request_funcs.get(None, [])
-        instrumentation = [f for f in before if _is_flask_instrumentation(f)]
-        placed = [
-            *instrumentation,
-            self.before_request,
-            *(f for f in before if f not in instrumentation and f != self.before_request),
-        ]
-        if placed != before:
-            app.before_request_funcs[None] = placed
-            moved = True
-        teardown = app.teardown_request_funcs.get(None, [])
-        theirs = [i for i, f in enumerate(teardown) if _is_flask_instrumentation(f)]
-        mine = teardown.index(self.teardown_request) if self.teardown_request in teardown else None
-        if theirs and mine is not None and mine < theirs[-1]:
-            others = [f for f in teardown if f != self.teardown_request]
-            at = others.index(teardown[theirs[-1]]) + 1
-            app.teardown_request_funcs[None] = [*others[:at], self.teardown_request, *others[at:]]
-            moved = True
-        return moved
+        place_behind_instrumentation(app, self.before_request, self.teardown_request)
 
     def _check_hook_order(self) -> bool:
         """Once, on the first request: an app instrumented after ``FlaskMonitor(app)`` has the
@@ -198,7 +143,7 @@ class RequestLifecycle:
         runs after ours."""
         self._hook_order_checked = True
         app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-        if not self._place_hooks(app):
+        if not place_behind_instrumentation(app, self.before_request, self.teardown_request):
             return False
         self._span_opened_late(app)
         return True
@@ -213,19 +158,6 @@ class RequestLifecycle:
                 app.name,
             )
 
-    def is_excluded(self, current: Request) -> bool:
-        prefix = self._own_prefix
-        if prefix is not None and is_own_path(current.environ.get("PATH_INFO") or "", prefix):
-            return True
-        if self._excluded_paths is not None and self._excluded_paths.search(current.path):
-            return excluded_by(EXCLUDED_PATHS)
-        if self._excluded_urls is None:
-            return False  # the full URL is built only when OTEL_PYTHON_FLASK_EXCLUDED_URLS asks for it
-        try:
-            return self._excluded_urls.url_disabled(current.url) and excluded_by(EXCLUDED_URLS)
-        except Exception:
-            return False  # an untrusted Host (TRUSTED_HOSTS) makes the URL unreadable
-
     def before_request(self) -> None:
         try:
             opens_late = not self._hook_order_checked and self._check_hook_order()
@@ -239,7 +171,7 @@ class RequestLifecycle:
             if span is not None and span.is_recording():
                 # Excluded paths too: exclusion stops the record, never the redaction of the span.
                 self._sanitize_span(span, current, query)
-            if not self.is_excluded(current):
+            if not self._exclusion.is_excluded(current):
                 current.environ[ENVIRON_KEY] = _InFlight(query, span, context)
             elif opens_late:
                 current.environ[_LATE_SPAN_QUERY_KEY] = query
@@ -254,44 +186,9 @@ class RequestLifecycle:
             self._sanitize_span(in_flight.span, current, in_flight.query)
 
     def _sanitize_span(self, span: Span, current: Request, query: str) -> None:
-        """The instrumentation copies the raw query string, target, user agent and host onto the span:
-        replace the query redacted, and cut every string at the limit the record's obey."""
-        if current.url_rule is None:
-            # Without a route template the semantic conventions name the span by the method alone
-            # (unknown methods: "HTTP", unless OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS
-            # asks for them as sent, as the instrumentation names them); the instrumentation's raw
-            # path would make one span name per URL, a scanner's paths in the trace backend's index.
-            method = current.method
-            if method not in KNOWN_METHODS:
-                method = sanitize_method(method)
-                method = "HTTP" if method == "_OTHER" else truncate(method, 32)
-            span.update_name(method)
-        limit = self._settings.max_attribute_length
-        environ = current.environ
-        # The instrumentation copies the raw request target (RAW_URI/REQUEST_URI) or re-quotes the
-        # path (up to 3 characters per one): "/%00%00..." is three times as long as PATH_INFO.
-        request_is_long = (
-            3 * len(environ.get("PATH_INFO", "")) + len(environ.get("QUERY_STRING", "")) > limit
-            or len(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "") > limit
-            or len(environ.get("HTTP_USER_AGENT", "")) > limit
-            or len(environ.get("HTTP_HOST", "")) > limit
+        self._spans.sanitize(
+            span, current.environ, current.method, routed=current.url_rule is not None, query=query
         )
-        if not (query or request_is_long or self._span_may_carry_headers):
-            return  # nothing the instrumentation copied needs replacing: skip reading the span back
-        attributes = getattr(span, "attributes", None) or {}
-        replaced: dict[str, str] = {}
-        if query:
-            for key in _QUERY_BEARING_SPAN_ATTRIBUTES:
-                value = attributes.get(key)
-                if key == "url.query":
-                    replaced[key] = query
-                elif isinstance(value, str):
-                    replaced[key] = value.split("?", 1)[0] + "?" + query
-        for key, value in attributes.items():
-            if isinstance(value, str) and len(value) > limit and key not in replaced:
-                replaced[key] = value
-        for key, value in replaced.items():
-            span.set_attribute(key, truncate(value, limit))
 
     def after_request(self, response: Response) -> Response:
         try:
@@ -347,7 +244,7 @@ class RequestLifecycle:
             environ = context.request.environ
             # Before the instrumentation's teardown ends the span, after it captured response headers;
             # excluded requests too.
-            redact_span_headers(server_span_of(environ) or trace.INVALID_SPAN, self._redactor)
+            self._spans.redact_headers(server_span_of(environ) or trace.INVALID_SPAN)
             in_flight = environ.get(ENVIRON_KEY)
             if in_flight is None or in_flight.owner is not context:
                 # A copy of the request's context ends (or stream_with_context ends its own push of
@@ -369,8 +266,8 @@ class RequestLifecycle:
     ) -> None:
         """The view returned a streamed body: the span ends now (the instrumentation's teardown
         follows ours), the record when the body does."""
-        if self._settings.enrich_spans:
-            enrich_span(record)  # what is known while the span is open; it cannot wait for the body
+        if self._span_ending is not None:
+            self._span_ending(record)  # what is known while the span is open; it cannot wait for the body
         with stream.lock:
             stream.record = record
             outcome = stream.outcome
@@ -395,7 +292,7 @@ class RequestLifecycle:
     def _dispatch_streamed(self, in_flight: _InFlight, record: RequestRecord, outcome: BodyOutcome) -> None:
         exception = record.exception
         if outcome.error is not None and exception is None:
-            exception = _exception_info(outcome.error, False, self._settings)
+            exception = self._exception_info(outcome.error, escaped=False)
         self._dispatcher.dispatch(
             dataclasses.replace(
                 record,
@@ -423,29 +320,37 @@ class RequestLifecycle:
             for name in settings.captured_headers
             if (value := headers.get(name)) is not None
         )
-        method, method_original = _method_of(current.method)
+        method, method_original = method_fields(current.method)
         return RequestRecord(
             method=method,
             route=truncate(current.url_rule.rule, limit) if current.url_rule is not None else None,
             path=truncate(current.path, limit),
             query=in_flight.query,
-            scheme=current.scheme,
+            scheme=truncate(current.scheme, limit),  # X-Forwarded-Proto under ProxyFix
             status_code=status,
             request_size=current.content_length,
             response_size=in_flight.response_size,
             content_type=truncate(in_flight.content_type, limit) if in_flight.content_type else None,
-            client_address=current.remote_addr,
+            client_address=truncate(current.remote_addr, limit) if current.remote_addr else None,
             user_agent=truncate(user_agent, limit) if user_agent else None,
             server_address=_server_address(current.environ, limit),
             duration_ms=duration_ns / 1e6,
             cpu_ms=max(cpu_ns, 0) / 1e6,
             end_time_ns=time.time_ns(),
             trace_id=in_flight.trace_id or _trace_id_of(in_flight.span),
-            exception=_exception_info(raised, teardown_exc is not None, settings) if raised else None,
+            exception=self._exception_info(raised, escaped=teardown_exc is not None) if raised else None,
             captured_headers=captured,
             method_original=method_original,
             streamed=in_flight.stream is not None,
             server_span=in_flight.span,
+        )
+
+    def _exception_info(self, error: BaseException, *, escaped: bool) -> ExceptionInfo:
+        return ExceptionInfo.of(
+            error,
+            escaped=escaped,
+            max_length=self._settings.max_attribute_length,
+            max_stacktrace_length=self._settings.max_stacktrace_length,
         )
 
 
@@ -472,42 +377,8 @@ def _request_context() -> RequestContext:
     return context
 
 
-def _method_of(sent: str) -> tuple[str, str | None]:
-    """(``http.request.method``, ``http.request.method_original``) as the semantic conventions and the
-    instrumentation spell them: ``_OTHER`` and the method as sent for a non-standard one, unless
-    ``OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS`` asks for every method as sent."""
-    if sent in KNOWN_METHODS:
-        return sent, None
-    method = sanitize_method(sent)
-    return (method, truncate(sent, 32)) if method != sent else (truncate(sent, 32), None)
-
-
-def _is_flask_instrumentation(function: object) -> bool:
-    return str(getattr(function, "__module__", "")).startswith("opentelemetry.instrumentation.flask")
-
-
 def _server_address(environ: Mapping[str, Any], limit: int) -> str | None:
     """Host name of the Host header without its port. Read from the environ: Flask's ``request.host``
     raises for hosts outside TRUSTED_HOSTS, and the record must not be lost to a scanner's header."""
-    host = str(environ.get("HTTP_HOST") or environ.get("SERVER_NAME") or "")
-    if host.startswith("["):  # [v6]:port
-        name = host[1 : host.find("]")] if "]" in host else host[1:]
-    elif host.count(":") == 1:
-        name = host.split(":", 1)[0]
-    else:
-        name = host
-    return truncate(name.lower(), limit) if name else None
-
-
-def _exception_info(error: BaseException, escaped: bool, settings: MonitorSettings) -> ExceptionInfo:
-    stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    try:
-        message = str(error)
-    except Exception:
-        message = "<unprintable exception>"
-    return ExceptionInfo(
-        type=exception_type_name(error),
-        message=truncate(message, settings.max_attribute_length),
-        stacktrace=truncate_middle(stack, settings.max_stacktrace_length),
-        escaped=escaped,
-    )
+    host, _ = split_host_port(str(environ.get("HTTP_HOST") or environ.get("SERVER_NAME") or ""))
+    return truncate(host.lower(), limit) if host else None

@@ -39,6 +39,12 @@ from flask import Flask, Request, request
 from werkzeug.exceptions import SecurityError
 from werkzeug.sansio.utils import get_current_url, get_host
 
+from otel_flask_monitor._otel_compat import (
+    INSTRUMENTATION_BEFORE_REQUEST,
+    INSTRUMENTATION_TEARDOWN_REQUEST,
+    uninstrumented_wsgi_app,
+)
+
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -114,8 +120,10 @@ class OwnRoutesGate:
             return []
         if self._wrapped is None:
             return type(app).wsgi_app(app, environ, start_response)
+        uninstrumented = uninstrumented_wsgi_app(app)
+        if uninstrumented is None:  # unreachable: the bypass is set up only when the app has one
+            return self._wrapped(environ, start_response)
         environ[UNTRACED_KEY] = True
-        uninstrumented: WSGIApplication = app._original_wsgi_app  # type: ignore[attr-defined]
         return uninstrumented(environ, start_response)
 
 
@@ -163,14 +171,17 @@ def guard_instrumentation(app: Flask, own_prefix: str | None, *, instrumented_by
     otherwise they only lose their CORS headers.
     """
     guarded_before = _replace_hook(
-        app.before_request_funcs.get(None, []), app, "_before_request", _guarded_before_request
+        app.before_request_funcs.get(None, []), app, INSTRUMENTATION_BEFORE_REQUEST, _guarded_before_request
     )
     bypass = (
         instrumented_by_monitor
         and guarded_before
-        and hasattr(app, "_original_wsgi_app")
+        and uninstrumented_wsgi_app(app) is not None
         and _replace_hook(
-            app.teardown_request_funcs.get(None, []), app, "_teardown_request", _guarded_teardown_request
+            app.teardown_request_funcs.get(None, []),
+            app,
+            INSTRUMENTATION_TEARDOWN_REQUEST,
+            _guarded_teardown_request,
         )
     )
     if own_prefix is not None:

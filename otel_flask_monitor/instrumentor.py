@@ -28,9 +28,11 @@ from flask.app import Flask
 # The module carries a file-level "type: ignore", so mypy sees none of its names.
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-# Imported for its at-fork check: under `opentelemetry-instrument gunicorn` the providers are made in
-# the master, and only a check registered there before the fork can tell a worker so (preload_master).
-from otel_flask_monitor import diagnostics  # noqa: F401
+# Imported for its after-fork hook: under `opentelemetry-instrument gunicorn` the providers are made in
+# the master, and only a hook registered there before the fork can tell a worker so (preload_master).
+from otel_flask_monitor import process  # noqa: F401
+from otel_flask_monitor.extension import FlaskMonitor
+from otel_flask_monitor.state import is_monitored
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -51,13 +53,11 @@ class _Attacher:
         self._given_up: weakref.WeakSet[Flask] = weakref.WeakSet()
 
     def ensure_attached(self, app: Flask) -> None:
-        from otel_flask_monitor.extension import EXTENSION_KEY
-
         # Fast path for every request after the first: one dict lookup.
-        if EXTENSION_KEY in app.extensions or app in self._given_up:
+        if is_monitored(app) or app in self._given_up:
             return
         with self._lock:
-            if EXTENSION_KEY in app.extensions or app in self._given_up:
+            if is_monitored(app) or app in self._given_up:
                 return
             self._attach(app)
 
@@ -73,8 +73,6 @@ class _Attacher:
             )
             return
         try:
-            from otel_flask_monitor.extension import FlaskMonitor
-
             FlaskMonitor().init_app(app)
         except Exception:
             # The app must keep serving without the monitor; say why once, with the traceback.

@@ -1,13 +1,14 @@
-"""Record -> one OTel log record: severity, a short human body line, flat primitive attributes."""
+"""Record -> one OTel log record: severity, a short human body line, the record's flat attributes."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 from opentelemetry import trace
-from opentelemetry._logs import Logger, SeverityNumber
+from opentelemetry.util.types import AttributeValue
 
-from otel_flask_monitor.attributes import exception_attributes, request_attributes
+from otel_flask_monitor._otel_compat import Logger, SeverityNumber
 from otel_flask_monitor.record import RequestRecord
 
 EVENT_NAME: Final = "http.server.request"
@@ -27,7 +28,7 @@ def body_of(record: RequestRecord) -> str:
     return f"{method} {target} {record.status_code} {record.duration_ms:.1f} ms"
 
 
-def emit_request_log(logger: Logger, record: RequestRecord) -> None:
+def emit_request_log(logger: Logger, record: RequestRecord, attributes: Mapping[str, AttributeValue]) -> None:
     """Emit with the ids of the request's server span: the SDK takes trace_id/span_id from the
     context. While the span records, the monitor's hooks run inside it and it is the current one
     (the usual case); a streamed body ends after the span did, outside any request context, so the
@@ -41,6 +42,6 @@ def emit_request_log(logger: Logger, record: RequestRecord) -> None:
         severity_number=severity_number,
         severity_text=severity_text,
         body=body_of(record),
-        attributes={**request_attributes(record), **exception_attributes(record)},
+        attributes=attributes,
         event_name=EVENT_NAME,
     )

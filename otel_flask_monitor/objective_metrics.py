@@ -31,7 +31,6 @@ both outcomes at 0, so Prometheus sees each counter start from zero (no first in
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -39,7 +38,8 @@ from typing import TYPE_CHECKING, Final
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from otel_flask_monitor.objectives import AppRoute, Latency, ObjectivePolicy, RouteObjectives, app_routes
+from otel_flask_monitor.objective_declarations import app_routes
+from otel_flask_monitor.objectives import AppRoute, Latency, ObjectivePolicy, RouteObjectives
 from otel_flask_monitor.record import RequestRecord
 
 if TYPE_CHECKING:
@@ -219,23 +219,11 @@ class ObjectiveCounter:
         tracked = list((self._tracked or {}).values())
         return [observation for entry in tracked for observation in entry.observations()]
 
-    def reset_after_fork(self) -> None:
+    def after_fork_in_child(self) -> None:
         """A forked child is a new instance (new ``service.instance.id``): its counts start at 0."""
         self._lock = threading.Lock()
         for entry in (self._tracked or {}).values():
             entry.reset()
-
-
-class _ProcessCounters:
-    """Process-wide: one instrument, whose callback reads every live app's counter."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.counters: weakref.WeakSet[ObjectiveCounter] = weakref.WeakSet()
-        self.registered = False
-
-
-_PROCESS = _ProcessCounters()
 
 
 def register_instrument(meter: Meter, source: Callable[[], Iterable[ObjectiveCounter]]) -> None:
@@ -247,24 +235,31 @@ def register_instrument(meter: Meter, source: Callable[[], Iterable[ObjectiveCou
     meter.create_observable_counter(METRIC_NAME, [callback], unit=METRIC_UNIT, description=METRIC_DESCRIPTION)
 
 
-def _reset_after_fork() -> None:
-    _PROCESS.lock = threading.Lock()
-    for counter in list(_PROCESS.counters):
-        counter.reset_after_fork()
+class ObjectiveInstrument:
+    """The process's one instrument, whose callback reads every live app's counter."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counters: weakref.WeakSet[ObjectiveCounter] = weakref.WeakSet()
+        self.registered = False
+
+    def track(self, counter: ObjectiveCounter, meter: Meter) -> None:
+        """Report ``counter`` through the process's instrument (created on first use)."""
+        with self.lock:
+            self.counters.add(counter)
+            if not self.registered:
+                self.registered = True
+                register_instrument(meter, lambda: list(self.counters))
+
+    def after_fork_in_child(self) -> None:
+        self.lock = threading.Lock()
+        for counter in list(self.counters):
+            counter.after_fork_in_child()
 
 
-def track(counter: ObjectiveCounter, meter: Meter) -> None:
-    """Report ``counter`` through the process's instrument (created on first use)."""
-    with _PROCESS.lock:
-        _PROCESS.counters.add(counter)
-        if not _PROCESS.registered:
-            _PROCESS.registered = True
-            register_instrument(meter, lambda: list(_PROCESS.counters))
-            if hasattr(os, "register_at_fork"):
-                os.register_at_fork(after_in_child=_reset_after_fork)
-
-
-def objective_consumer(settings: MonitorSettings, meter: Meter) -> tuple[str, Consumer]:
+def objective_consumer(
+    settings: MonitorSettings, meter: Meter, instrument: ObjectiveInstrument
+) -> tuple[str, Consumer]:
     """The ``objectives`` consumer of an app's monitor; reads the app's routes at its first request."""
     skip_prefix = settings.url_prefix if settings.dashboard_enabled else None
 
@@ -274,5 +269,5 @@ def objective_consumer(settings: MonitorSettings, meter: Meter) -> tuple[str, Co
         return app_routes(current_app._get_current_object(), skip_prefix=skip_prefix)  # type: ignore[attr-defined]
 
     counter = ObjectiveCounter(settings.objectives, max_routes=settings.max_routes, routes=current_app_routes)
-    track(counter, meter)
+    instrument.track(counter, meter)
     return ("objectives", counter.record)

@@ -1,31 +1,24 @@
-"""Objectives (SLOs) per route: how they are declared, validated, and which one a route has.
+"""Objectives (SLOs) per route: what an objective is, and which ones a route has.
 
-Flask-free: the rule templates and methods of an app come in as plain :class:`AppRoute` values
-(:func:`app_routes` reads them from a Flask app without importing Flask at module level).
-
-Two kinds of objective exist per route (docs/objectives.md):
+Flask-free. Two kinds of objective exist per route (docs/objectives.md):
 
 - latency: the share of requests answered within ``threshold_ms`` (inclusive), e.g. 99 % under
   300 ms;
 - availability: the share of requests that are not server errors (5xx or an unhandled exception).
 
-They are declared with the ``objectives`` option, a mapping from a route pattern (or ``"default"``)
-to the objectives of the routes it matches, and with the :func:`objective` decorator on a view.
+An :class:`ObjectivePolicy` holds what was declared (:mod:`otel_flask_monitor.objective_declarations`
+reads the ``objectives`` option and the ``@objective`` decorator) and resolves each route's.
 Targets are percentages, as in Sloth (``objective: 99.9``) and Pyrra (``target: "99.9"``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
-
-if TYPE_CHECKING:
-    from flask import Flask
+from typing import Final, Literal
 
 Kind = Literal["latency", "availability"]
 KINDS: Final[tuple[Kind, ...]] = ("latency", "availability")
@@ -37,12 +30,6 @@ HTTP_METHODS: Final = frozenset(
     {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"}
 )
 
-VIEW_ATTRIBUTE: Final = "__otel_flask_monitor_objectives__"
-"""Where :func:`objective` leaves its declaration on the view function."""
-
-_ENTRY_KEYS: Final = frozenset(KINDS)
-_LATENCY_KEYS: Final = frozenset({"threshold_ms", "target"})
-_AVAILABILITY_KEYS: Final = frozenset({"target"})
 # A Flask rule placeholder: <name>, <converter:name> or <converter(args):name>.
 _PLACEHOLDER: Final = re.compile(r"<(?:[A-Za-z_]\w*(?:\([^()<>]*\))?:)?[A-Za-z_]\w*>")
 _PATTERN_SYNTAX: Final = re.compile(r"^(?:(?P<methods>[A-Za-z]+(?:,[A-Za-z]+)*)\s+)?(?P<path>/\S*)$")
@@ -92,12 +79,12 @@ class Availability:
 Objective = Latency | Availability
 
 
-class _Unset:
+class Unset:
     """An entry that says nothing about a kind (unlike ``None``, which switches that kind off)."""
 
-    _instance: _Unset | None = None
+    _instance: Unset | None = None
 
-    def __new__(cls) -> _Unset:
+    def __new__(cls) -> Unset:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -106,7 +93,7 @@ class _Unset:
         return "UNSET"
 
 
-UNSET: Final = _Unset()
+UNSET: Final = Unset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,14 +174,14 @@ class ObjectiveEntry:
     """One declaration: the objectives of the routes ``pattern`` matches (``None``: the default)."""
 
     pattern: RoutePattern | None
-    latency: Latency | _Unset | None = UNSET
-    availability: Availability | _Unset | None = UNSET
+    latency: Latency | Unset | None = UNSET
+    availability: Availability | Unset | None = UNSET
 
     @property
     def name(self) -> str:
         return DEFAULT_PATTERN if self.pattern is None else self.pattern.text
 
-    def declared(self, kind: Kind) -> Latency | Availability | _Unset | None:
+    def declared(self, kind: Kind) -> Latency | Availability | Unset | None:
         return self.latency if kind == "latency" else self.availability
 
 
@@ -315,80 +302,6 @@ class ObjectivePolicy:
 NO_OBJECTIVES: Final = ObjectivePolicy()
 
 
-def parse_objectives(name: str, value: object) -> ObjectivePolicy:
-    """Validate a declaration: a mapping (pattern -> objectives), its JSON text, or a policy.
-
-    Raises :class:`ObjectiveError` naming ``name`` (the setting) and the bad entry.
-    """
-    if value is None:
-        return NO_OBJECTIVES
-    if isinstance(value, ObjectivePolicy):
-        return value
-    if isinstance(value, (str, bytes)):
-        text = value.decode() if isinstance(value, bytes) else value
-        if not text.strip():
-            return NO_OBJECTIVES
-        try:
-            value = json.loads(text)
-        except ValueError as error:
-            raise ObjectiveError(f"{name}: not valid JSON ({error})") from None
-    if not isinstance(value, Mapping):
-        raise ObjectiveError(
-            f"{name}: expected a mapping of route pattern to objectives (or its JSON), "
-            f"got {type(value).__name__}"
-        )
-    entries = []
-    for pattern_text, spec in value.items():
-        if not isinstance(pattern_text, str):
-            raise ObjectiveError(f"{name}: route patterns are strings, got {pattern_text!r}")
-        try:
-            pattern = None if pattern_text.strip() == DEFAULT_PATTERN else RoutePattern.parse(pattern_text)
-            entries.append(_parse_entry(pattern, spec))
-        except ObjectiveError as error:
-            raise ObjectiveError(f"{name}: entry {pattern_text!r}: {error}") from None
-    return ObjectivePolicy(tuple(entries))
-
-
-def _parse_entry(pattern: RoutePattern | None, spec: object) -> ObjectiveEntry:
-    if not isinstance(spec, Mapping):
-        raise ObjectiveError(f"expected a mapping with 'latency' and/or 'availability', got {spec!r}")
-    unknown = sorted(str(key) for key in set(spec) - _ENTRY_KEYS)
-    if unknown:
-        raise ObjectiveError(f"unknown key(s) {', '.join(unknown)} (known: latency, availability)")
-    if not spec:
-        raise ObjectiveError("declares no objective (give 'latency' and/or 'availability')")
-    latency = _parse_latency(spec["latency"]) if "latency" in spec else UNSET
-    availability = _parse_availability(spec["availability"]) if "availability" in spec else UNSET
-    return ObjectiveEntry(pattern, latency, availability)
-
-
-def _parse_latency(value: object) -> Latency | None:
-    if value is None or isinstance(value, Latency):
-        return value
-    if not isinstance(value, Mapping):
-        raise ObjectiveError(f"latency: expected {{'threshold_ms': ..., 'target': ...}}, got {value!r}")
-    unknown = sorted(str(key) for key in set(value) - _LATENCY_KEYS)
-    if unknown:
-        raise ObjectiveError(f"latency: unknown key(s) {', '.join(unknown)} (known: threshold_ms, target)")
-    missing = sorted(_LATENCY_KEYS - set(value))
-    if missing:
-        raise ObjectiveError(f"latency: missing {', '.join(missing)}")
-    return Latency(threshold_ms=value["threshold_ms"], target=value["target"])
-
-
-def _parse_availability(value: object) -> Availability | None:
-    if value is None or isinstance(value, Availability):
-        return value
-    if isinstance(value, Mapping):
-        unknown = sorted(str(key) for key in set(value) - _AVAILABILITY_KEYS)
-        if unknown:
-            raise ObjectiveError(f"availability: unknown key(s) {', '.join(unknown)} (known: target)")
-        if "target" not in value:
-            raise ObjectiveError("availability: missing target")
-        value = value["target"]
-    return Availability(target=value)  # type: ignore[arg-type]  # checked in __post_init__
-
-
 def _check_number(what: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ObjectiveError(f"{what}: expected a number, got {value!r}")
@@ -420,57 +333,6 @@ def _percent_to_ratio(percent: float) -> Decimal:
 
 def _number(value: float) -> str:
     return f"{value:g}"
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def objective(
-    *,
-    latency: Latency | Mapping[str, Any] | _Unset | None = UNSET,
-    availability: Availability | Mapping[str, Any] | float | _Unset | None = UNSET,
-) -> Callable[[F], F]:
-    """Declare the objectives of a view, next to its route::
-
-        @app.get("/api/products")
-        @objective(latency=Latency(threshold_ms=300, target=99))
-        def list_products(): ...
-
-    Applies to every rule and method of the view; an ``objectives`` entry naming the exact rule
-    template overrides it (so operators can change it without a code change). Invalid values raise
-    :class:`ObjectiveError` when the module is imported.
-    """
-    spec: dict[str, object] = {}
-    if latency is not UNSET:
-        spec["latency"] = latency
-    if availability is not UNSET:
-        spec["availability"] = availability
-    entry = _parse_entry(None, spec)
-
-    def decorate(view: F) -> F:
-        setattr(view, VIEW_ATTRIBUTE, entry)
-        return view
-
-    return decorate
-
-
-def declared_objectives(view: object) -> ObjectiveEntry | None:
-    declared = getattr(view, VIEW_ATTRIBUTE, None)
-    return declared if isinstance(declared, ObjectiveEntry) else None
-
-
-def app_routes(app: Flask, *, skip_prefix: str | None = None) -> list[AppRoute]:
-    """Every URL rule of ``app`` (under ``skip_prefix``, the monitor's own routes, left out)."""
-    routes = []
-    for rule in app.url_map.iter_rules():
-        template = rule.rule
-        if skip_prefix is not None and (template == skip_prefix or template.startswith(skip_prefix + "/")):
-            continue
-        view = app.view_functions.get(rule.endpoint)
-        routes.append(
-            AppRoute(template, frozenset(rule.methods or ()), rule.endpoint, declared_objectives(view))
-        )
-    return routes
 
 
 def describe_table(table: Mapping[tuple[str, str], RouteObjectives]) -> Sequence[str]:

@@ -6,7 +6,8 @@ exporters post. It produces the message the SDK's own encoder
 (``opentelemetry.exporter.otlp.proto.common``: ``encode_spans``, ``encode_logs``) builds, byte for
 byte, without the SDK's detour through one protobuf object per span, attribute and value: each
 message is written in place, and what repeats is encoded once and reused across batches (the
-resource and scope, recent attribute key/value pairs, span names, severity texts, event names).
+resource and scope, recent attribute key/value pairs, span names, severity texts, event names). The
+fields and caches it writes with are :mod:`otel_flask_monitor.otlp_wire`.
 
 What the SDK encoder does, this one does the same way: grouping by resource then scope in order of
 first appearance (by the same dict equality), span kinds, status, events, links, trace state, the
@@ -26,266 +27,64 @@ free-threaded builds), and a lost race costs a re-encoding, never a wrong entry.
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import MappingProxyType
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
-from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs as sdk_encode_logs
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
-from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status
+
+from otel_flask_monitor._otel_compat import ReadableLogRecord, sdk_encode_logs
+from otel_flask_monitor.otlp_wire import (
+    INT32_END,
+    UINT32_END,
+    AttributeEncoder,
+    IdentityCache,
+    StringFieldCache,
+    UnsupportedValueError,
+    any_value,
+    delimited,
+    fixed64_field,
+    pack_fixed32,
+    string_field,
+    uint32_field,
+    varint,
+)
 
 __all__ = ["UnsupportedValueError", "encode_logs", "encode_logs_fast", "encode_spans", "encode_spans_fast"]
 
 
-class UnsupportedValueError(Exception):
-    """Something the fast encoder leaves to the SDK encoder (raised inside, never escapes ``encode_*``)."""
-
-
-# ---------------------------------------------------------------------------------------------------
-# Wire-format primitives
-
-_pack_fixed64: Final = struct.Struct("<Q").pack
-_pack_fixed32: Final = struct.Struct("<I").pack
-_pack_double: Final = struct.Struct("<d").pack
-_ONE_BYTE_VARINTS: Final = tuple(bytes((n,)) for n in range(128))
-_UINT32_END: Final = 1 << 32
-_UINT64_END: Final = 1 << 64
-_INT64_START: Final = -(1 << 63)
-_INT64_END: Final = 1 << 63
-_INT32_END: Final = 1 << 31
-_MAX_CACHED_STR_LENGTH: Final = 256  # longer values are rarely repeated, and would cost memory
-
-
-def _varint(value: int) -> bytes:
-    """Unsigned base-128 varint; callers guarantee 0 <= value < 2**64."""
-    if value < 0x80:
-        return _ONE_BYTE_VARINTS[value]
-    if value < 0x4000:
-        return bytes(((value & 0x7F) | 0x80, value >> 7))
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _delimited(payload: bytes) -> bytes:
-    """Length prefix + payload: the body of a length-delimited field after its tag."""
-    return _varint(len(payload)) + payload
-
-
-def _int64(value: int) -> bytes:
-    if _INT64_START <= value < _INT64_END:
-        return _varint(value if value >= 0 else value + _UINT64_END)
-    raise UnsupportedValueError("int outside int64")  # the SDK logs and drops such an attribute
-
-
-def _uint32_field(tag: bytes, value: int) -> bytes:
-    """A uint32 field (dropped counts): absent when zero, as proto3 writes it."""
-    if type(value) is not int or not 0 <= value < _UINT32_END:
-        raise UnsupportedValueError("not a uint32")
-    return tag + _varint(value) if value else b""
-
-
-def _fixed64_field(tag: bytes, value: int | None) -> bytes:
-    """A fixed64 timestamp: absent when None (the SDK's "unset") or zero."""
-    if value is None:
-        return b""
-    if type(value) is not int:
-        raise UnsupportedValueError("timestamp is not an int")
-    return tag + _pack_fixed64(value) if value else b""  # struct.error outside uint64
-
-
-def _string_field(tag: bytes, value: str | None) -> bytes:
-    """A string field: absent when None (the SDK's "unset") or empty."""
-    if value is None:
-        return b""
-    if type(value) is not str:
-        raise UnsupportedValueError("not a str")
-    return tag + _delimited(value.encode()) if value else b""  # UnicodeEncodeError for surrogates
-
-
-class _StringFieldCache:
-    """Encoded string fields whose values repeat (span names, severity texts, event names)."""
-
-    __slots__ = ("_entries", "_tag")
-
-    def __init__(self, tag: bytes) -> None:
-        self._tag = tag
-        self._entries: dict[str, bytes] = {}
-
-    def field(self, value: str | None) -> bytes:
-        if type(value) is not str:
-            return _string_field(self._tag, value)
-        encoded = self._entries.get(value)
-        if encoded is None:
-            encoded = _string_field(self._tag, value)
-            if len(value) <= _MAX_CACHED_STR_LENGTH:
-                if len(self._entries) >= 256:
-                    self._entries.clear()
-                self._entries[value] = encoded
-        return encoded
-
-
-# ---------------------------------------------------------------------------------------------------
-# AnyValue and attributes
-#
-# AnyValue fields (opentelemetry/proto/common/v1/common.proto): string_value 1, bool_value 2,
-# int_value 3, double_value 4, array_value 5, kvlist_value 6, bytes_value 7; all in one oneof, so a
-# zero, empty or false value is still written. KeyValue: key 1, value 2 (always written, an empty
-# AnyValue for None, as the SDK's ``_encode_key_value`` sets it).
-
-_TRUE: Final = b"\x10\x01"
-_FALSE: Final = b"\x10\x00"
-
-
-def _any_value(value: Any) -> bytes:  # noqa: PLR0911 - one return per AnyValue kind, as in the SDK
-    """The AnyValue message (without its length) the SDK's ``_encode_value`` builds for ``value``."""
-    kind = type(value)
-    if kind is str:
-        return b"\x0a" + _delimited(value.encode())
-    if kind is int:
-        return b"\x18" + _int64(value)
-    if kind is bool:
-        return _TRUE if value else _FALSE
-    if kind is float:
-        return b"\x21" + _pack_double(value)
-    if value is None:
-        return b""
-    if kind is bytes:
-        return b"\x3a" + _delimited(value)
-    if kind is tuple or kind is list:
-        array = b"".join([b"\x0a" + _delimited(_any_value(item)) for item in value])
-        return b"\x2a" + _delimited(array)
-    if kind is dict:
-        kvlist = b"".join([b"\x0a" + _delimited(_key_value(key, item)) for key, item in value.items()])
-        return b"\x32" + _delimited(kvlist)
-    # Subclasses, other sequences and mappings, unsupported objects: the SDK decides (its isinstance
-    # chain, str() of mapping keys, its error for what it cannot encode).
-    raise UnsupportedValueError(f"value of type {kind.__name__}")
-
-
-def _key_value(key: Any, value: Any) -> bytes:
-    if type(key) is not str:
-        raise UnsupportedValueError("attribute key is not a str")
-    return (b"\x0a" + _delimited(key.encode()) if key else b"") + b"\x12" + _delimited(_any_value(value))
-
-
-_CACHED_KINDS: Final = (str, int, bool)
-
-
-class _AttributeEncoder:
-    """The ``KeyValue`` fields of attribute maps under one field tag, with a cache of recent pairs.
-
-    A monitored service repeats most attribute values from request to request (method, route,
-    scheme, status, host, user agent), so most attributes of a batch are one dict lookup. Only exact
-    ``str`` (short ones), ``int`` and ``bool`` values are cached, each kind in its own table, so
-    ``1`` and ``True`` (equal as dict keys) never share an entry. A table is emptied when full: a
-    burst of unique values costs one rebuild, and memory stays bounded.
-    """
-
-    __slots__ = ("_max_entries", "_tables", "_tag")
-
-    def __init__(self, tag: bytes, max_entries: int = 512) -> None:
-        self._tag = tag
-        self._max_entries = max_entries
-        self._tables: dict[type, dict[tuple[Any, Any], bytes]] = {kind: {} for kind in _CACHED_KINDS}
-
-    def encode(self, attributes: Mapping[str, Any] | None) -> bytes:
-        """Every attribute as one KeyValue field, in the mapping's order."""
-        if not attributes:
-            return b""
-        kind = type(attributes)
-        # BoundedAttributes (and the read-only proxy spans hand out) iterate item by item through
-        # Python-level __iter__/__getitem__; their public copy() is one C-level dict copy.
-        items = (
-            attributes.copy().items()  # type: ignore[attr-defined]
-            if kind is MappingProxyType or kind is BoundedAttributes
-            else attributes.items()
-        )
-        tables = self._tables
-        tag = self._tag
-        parts = []
-        for item in items:
-            key, value = item
-            if type(key) is not str:
-                raise UnsupportedValueError("attribute key is not a str")
-            table = tables.get(type(value))
-            if table is None:
-                parts.append(tag + _delimited(_key_value(key, value)))
-                continue
-            encoded = table.get(item)
-            if encoded is None:
-                encoded = tag + _delimited(_key_value(key, value))
-                if type(value) is not str or len(value) <= _MAX_CACHED_STR_LENGTH:
-                    if len(table) >= self._max_entries:
-                        table.clear()
-                    table[item] = encoded
-            parts.append(encoded)
-        return b"".join(parts)
-
-
 # One encoder per attribute field tag: Resource.attributes 1, InstrumentationScope.attributes and
 # Span.Event.attributes 3, Span.Link.attributes 4, Span.attributes 9, LogRecord.attributes 6.
-_RESOURCE_ATTRIBUTES: Final = _AttributeEncoder(b"\x0a", max_entries=256)
-_FIELD_3_ATTRIBUTES: Final = _AttributeEncoder(b"\x1a", max_entries=256)
-_LINK_ATTRIBUTES: Final = _AttributeEncoder(b"\x22", max_entries=256)
-_SPAN_ATTRIBUTES: Final = _AttributeEncoder(b"\x4a")
-_LOG_ATTRIBUTES: Final = _AttributeEncoder(b"\x32")
+_RESOURCE_ATTRIBUTES: Final = AttributeEncoder(b"\x0a", max_entries=256)
+_FIELD_3_ATTRIBUTES: Final = AttributeEncoder(b"\x1a", max_entries=256)
+_LINK_ATTRIBUTES: Final = AttributeEncoder(b"\x22", max_entries=256)
+_SPAN_ATTRIBUTES: Final = AttributeEncoder(b"\x4a")
+_LOG_ATTRIBUTES: Final = AttributeEncoder(b"\x32")
 
 
 # ---------------------------------------------------------------------------------------------------
 # Resource and scope, grouped the SDK's way and encoded once per object
 
-_ObjectCacheValue = tuple[object, bytes]
-
-
-class _IdentityCache:
-    """Encodings of the few long-lived objects every item of a batch points at (resource, scope).
-
-    Keyed by identity (the cached entry keeps its object alive, so its id cannot be reused); an
-    SDK ``Resource``/``InstrumentationScope`` is immutable once built. Bounded: emptied when full.
-    """
-
-    __slots__ = ("_entries",)
-
-    def __init__(self) -> None:
-        self._entries: dict[int, _ObjectCacheValue] = {}
-
-    def get(self, obj: object, encode: Callable[[Any], bytes]) -> bytes:
-        entry = self._entries.get(id(obj))
-        if entry is not None and entry[0] is obj:
-            return entry[1]
-        encoded = encode(obj)
-        if len(self._entries) >= 64:
-            self._entries.clear()
-        self._entries[id(obj)] = (obj, encoded)
-        return encoded
-
 
 def _resource_message(resource: Any) -> bytes:
     """``Resource`` (attributes 1) as a length-delimited field body."""
-    return _delimited(_RESOURCE_ATTRIBUTES.encode(resource.attributes))
+    return delimited(_RESOURCE_ATTRIBUTES.encode(resource.attributes))
 
 
 def _scope_message(scope: Any) -> bytes:
     """``InstrumentationScope`` (name 1, version 2, attributes 3) as a length-delimited field body."""
     if scope is None:
         return b"\x00"
-    return _delimited(
-        _string_field(b"\x0a", scope.name)
-        + _string_field(b"\x12", scope.version)
+    return delimited(
+        string_field(b"\x0a", scope.name)
+        + string_field(b"\x12", scope.version)
         + _FIELD_3_ATTRIBUTES.encode(scope.attributes)
     )
 
 
-_RESOURCES: Final = _IdentityCache()
-_SCOPES: Final = _IdentityCache()
+_RESOURCES: Final = IdentityCache()
+_SCOPES: Final = IdentityCache()
 _NOTHING: Final = object()
 
 
@@ -325,21 +124,21 @@ def _request(
     for resource, scopes in groups.items():
         scope_parts = []
         for scope, items in scopes.items():
-            body = b"".join([b"\x12" + _delimited(encode_item(item)) for item in items])
+            body = b"".join([b"\x12" + delimited(encode_item(item)) for item in items])
             schema_url = scope.schema_url if scope is not None else None
             scope_parts.append(
                 b"\x12"
-                + _delimited(
-                    b"\x0a" + _SCOPES.get(scope, _scope_message) + body + _string_field(b"\x1a", schema_url)
+                + delimited(
+                    b"\x0a" + _SCOPES.get(scope, _scope_message) + body + string_field(b"\x1a", schema_url)
                 )
             )
         resource_parts.append(
             b"\x0a"
-            + _delimited(
+            + delimited(
                 b"\x0a"
                 + _RESOURCES.get(resource, _resource_message)
                 + b"".join(scope_parts)
-                + _string_field(b"\x1a", resource.schema_url)
+                + string_field(b"\x1a", resource.schema_url)
             )
         )
     return b"".join(resource_parts)
@@ -361,10 +160,10 @@ _SPAN_KINDS: Final = {
 }
 _HAS_IS_REMOTE: Final = 0x100
 _IS_REMOTE: Final = 0x200
-_SPAN_FLAGS_LOCAL_PARENT: Final = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE)
-_SPAN_FLAGS_REMOTE_PARENT: Final = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
-_LINK_FLAGS_LOCAL: Final = b"\x35" + _pack_fixed32(_HAS_IS_REMOTE)
-_LINK_FLAGS_REMOTE: Final = b"\x35" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
+_SPAN_FLAGS_LOCAL_PARENT: Final = b"\x85\x01" + pack_fixed32(_HAS_IS_REMOTE)
+_SPAN_FLAGS_REMOTE_PARENT: Final = b"\x85\x01" + pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
+_LINK_FLAGS_LOCAL: Final = b"\x35" + pack_fixed32(_HAS_IS_REMOTE)
+_LINK_FLAGS_REMOTE: Final = b"\x35" + pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
 _EMPTY_STATUS: Final = b"\x7a\x00"
 
 
@@ -380,7 +179,7 @@ def _trace_state(trace_state: Any) -> bytes:
     """The SDK writes ``k1=v1,k2=v2`` (nothing for an empty or missing trace state)."""
     if not trace_state:
         return b""
-    return _string_field(b"\x1a", ",".join([f"{key}={value}" for key, value in trace_state.items()]))
+    return string_field(b"\x1a", ",".join([f"{key}={value}" for key, value in trace_state.items()]))
 
 
 def _status(status: Status | None) -> bytes:
@@ -391,17 +190,17 @@ def _status(status: Status | None) -> bytes:
     description = status.description
     if not code and description is None:
         return _EMPTY_STATUS
-    body = _string_field(b"\x12", description) + (b"\x18" + _varint(code) if code else b"")
-    return b"\x7a" + _delimited(body)
+    body = string_field(b"\x12", description) + (b"\x18" + varint(code) if code else b"")
+    return b"\x7a" + delimited(body)
 
 
 def _event(event: Event) -> bytes:
     """Span.Event: time_unix_nano 1, name 2, attributes 3, dropped_attributes_count 4."""
-    return b"\x5a" + _delimited(
-        _fixed64_field(b"\x09", event.timestamp)
-        + _string_field(b"\x12", event.name)
+    return b"\x5a" + delimited(
+        fixed64_field(b"\x09", event.timestamp)
+        + string_field(b"\x12", event.name)
         + _FIELD_3_ATTRIBUTES.encode(event.attributes)
-        + _uint32_field(b"\x20", event.dropped_attributes)
+        + uint32_field(b"\x20", event.dropped_attributes)
     )
 
 
@@ -409,18 +208,18 @@ def _link(link: Link) -> bytes:
     """Span.Link: trace_id 1, span_id 2, attributes 4, dropped_attributes_count 5, flags 6; the SDK
     leaves trace_state (3) unset."""
     context = link.context
-    return b"\x6a" + _delimited(
+    return b"\x6a" + delimited(
         b"\x0a\x10"
         + _trace_id(context.trace_id)
         + b"\x12\x08"
         + _span_id(context.span_id)
         + _LINK_ATTRIBUTES.encode(link.attributes)
-        + _uint32_field(b"\x28", link.dropped_attributes)
+        + uint32_field(b"\x28", link.dropped_attributes)
         + (_LINK_FLAGS_REMOTE if context and context.is_remote else _LINK_FLAGS_LOCAL)
     )
 
 
-_SPAN_NAMES: Final = _StringFieldCache(b"\x2a")
+_SPAN_NAMES: Final = StringFieldCache(b"\x2a")
 
 
 def _span(span: ReadableSpan) -> bytes:
@@ -436,18 +235,18 @@ def _span(span: ReadableSpan) -> bytes:
         parts.append(b"\x22\x08" + _span_id(parent.span_id))
     parts.append(_SPAN_NAMES.field(span.name))
     parts.append(_SPAN_KINDS[span.kind])
-    parts.append(_fixed64_field(b"\x39", span.start_time))
-    parts.append(_fixed64_field(b"\x41", span.end_time))
+    parts.append(fixed64_field(b"\x39", span.start_time))
+    parts.append(fixed64_field(b"\x41", span.end_time))
     parts.append(_SPAN_ATTRIBUTES.encode(span.attributes))
-    parts.append(_uint32_field(b"\x50", span.dropped_attributes))
+    parts.append(uint32_field(b"\x50", span.dropped_attributes))
     events = span.events
     if events:
         parts.extend([_event(event) for event in events])
-    parts.append(_uint32_field(b"\x60", span.dropped_events))
+    parts.append(uint32_field(b"\x60", span.dropped_events))
     links = span.links
     if links:
         parts.extend([_link(link) for link in links])
-    parts.append(_uint32_field(b"\x70", span.dropped_links))
+    parts.append(uint32_field(b"\x70", span.dropped_links))
     parts.append(_status(span.status))
     parts.append(_SPAN_FLAGS_REMOTE_PARENT if parent and parent.is_remote else _SPAN_FLAGS_LOCAL_PARENT)
     return b"".join(parts)
@@ -460,11 +259,18 @@ def encode_spans_fast(spans: Sequence[ReadableSpan]) -> bytes:
 
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     """The serialized ExportTraceServiceRequest for ``spans``, as the SDK encoder would produce it."""
+    return _fast_else_sdk(
+        encode_spans_fast, spans, lambda: sdk_encode_spans(spans).SerializePartialToString()
+    )
+
+
+def _fast_else_sdk(
+    fast: Callable[[Sequence[Any]], bytes], batch: Sequence[Any], sdk: Callable[[], bytes]
+) -> bytes:
     try:
-        return encode_spans_fast(spans)
+        return fast(batch)
     except Exception:  # anything unexpected: the SDK encoder decides (it may raise the same error)
-        serialized: bytes = sdk_encode_spans(spans).SerializePartialToString()
-        return serialized
+        return sdk()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -475,32 +281,32 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
 # (fixed64), event_name 12.
 
 
-_SEVERITY_TEXTS: Final = _StringFieldCache(b"\x1a")
-_EVENT_NAMES: Final = _StringFieldCache(b"\x62")
+_SEVERITY_TEXTS: Final = StringFieldCache(b"\x1a")
+_EVENT_NAMES: Final = StringFieldCache(b"\x62")
 
 
 def _log_record(readable: ReadableLogRecord) -> bytes:
     record = readable.log_record
     severity = getattr(record.severity_number, "value", None)  # as the SDK reads it
-    if severity is not None and (type(severity) is not int or not 0 <= severity < _INT32_END):
+    if severity is not None and (type(severity) is not int or not 0 <= severity < INT32_END):
         raise UnsupportedValueError("severity number")
     flags = int(record.trace_flags)  # None raises, as in the SDK
-    if not 0 <= flags < _UINT32_END:
+    if not 0 <= flags < UINT32_END:
         raise UnsupportedValueError("trace flags")
     trace_id = record.trace_id
     span_id = record.span_id
     return b"".join(
         [
-            _fixed64_field(b"\x09", record.timestamp),
-            b"\x10" + _varint(severity) if severity else b"",
+            fixed64_field(b"\x09", record.timestamp),
+            b"\x10" + varint(severity) if severity else b"",
             _SEVERITY_TEXTS.field(record.severity_text),
-            b"\x2a" + _delimited(_any_value(record.body)),  # always present: empty for None
+            b"\x2a" + delimited(any_value(record.body)),  # always present: empty for None
             _LOG_ATTRIBUTES.encode(record.attributes),
-            _uint32_field(b"\x38", readable.dropped_attributes),
-            b"\x45" + _pack_fixed32(flags) if flags else b"",
+            uint32_field(b"\x38", readable.dropped_attributes),
+            b"\x45" + pack_fixed32(flags) if flags else b"",
             b"" if trace_id == 0 else b"\x4a\x10" + _trace_id(trace_id),
             b"" if span_id == 0 else b"\x52\x08" + _span_id(span_id),
-            _fixed64_field(b"\x59", record.observed_timestamp),
+            fixed64_field(b"\x59", record.observed_timestamp),
             _EVENT_NAMES.field(record.event_name),
         ]
     )
@@ -513,8 +319,4 @@ def encode_logs_fast(batch: Sequence[ReadableLogRecord]) -> bytes:
 
 def encode_logs(batch: Sequence[ReadableLogRecord]) -> bytes:
     """The serialized ExportLogsServiceRequest for ``batch``, as the SDK encoder would produce it."""
-    try:
-        return encode_logs_fast(batch)
-    except Exception:  # anything unexpected: the SDK encoder decides (it may raise the same error)
-        serialized: bytes = sdk_encode_logs(batch).SerializeToString()
-        return serialized
+    return _fast_else_sdk(encode_logs_fast, batch, lambda: sdk_encode_logs(batch).SerializeToString())

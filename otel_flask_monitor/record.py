@@ -1,9 +1,19 @@
-"""The per-request record: the one immutable shape every consumer reads."""
+"""The per-request record: the one immutable shape every consumer reads.
+
+Knows nothing of Flask: the request hooks (:mod:`otel_flask_monitor.hooks`) fill it in, with the
+helpers below for the fields that have a spelling of their own (the method, an exception); the span,
+the log record, the aggregates and the objective counter only read it.
+"""
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
+
+from opentelemetry.util.http import sanitize_method
+
+from otel_flask_monitor.redaction import truncate, truncate_middle
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -19,6 +29,32 @@ OTHER_METHOD: Final = "_OTHER"
 """``http.request.method`` of a non-standard method, so that clients inventing methods cannot create
 keys (in the aggregates) or label values."""
 
+MAX_METHOD_BYTES: Final = 32
+"""A method kept as sent is cut to this many bytes (a standard one has at most 7)."""
+MAX_CAPTURED_HEADERS: Final = 32
+"""The most request headers a record carries (``captured_headers``): each is an attribute, and Loki
+accepts at most 128 structured-metadata entries per line by default."""
+MAX_HEADER_NAME_BYTES: Final = 64
+"""The longest name of a captured header (its attribute name is ``http.request.header.<name>``)."""
+
+
+def method_fields(sent: str) -> tuple[str, str | None]:
+    """(``http.request.method``, ``http.request.method_original``) as the semantic conventions and the
+    Flask instrumentation spell them: ``_OTHER`` and the method as sent for a non-standard one, unless
+    ``OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS`` asks for every method as sent."""
+    if sent in KNOWN_METHODS:
+        return sent, None
+    method = sanitize_method(sent)
+    if method != sent:
+        return method, truncate(sent, MAX_METHOD_BYTES)
+    return truncate(sent, MAX_METHOD_BYTES), None
+
+
+def method_key(method: str) -> str:
+    """``method`` as a bounded key: a standard method, else :data:`OTHER_METHOD` (also for a method
+    kept as sent under ``OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS``)."""
+    return method if method in KNOWN_METHODS else OTHER_METHOD
+
 
 @dataclass(frozen=True, slots=True)
 class ExceptionInfo:
@@ -29,6 +65,29 @@ class ExceptionInfo:
     escaped: bool
     """True when the exception reached Flask's teardown, where the Flask instrumentation records it
     on the span itself."""
+
+    @classmethod
+    def of(
+        cls, error: BaseException, *, escaped: bool, max_length: int, max_stacktrace_length: int
+    ) -> ExceptionInfo:
+        """``error`` as a record carries it: type and message cut to ``max_length`` bytes, the stack
+        trace's head and tail kept within ``max_stacktrace_length`` bytes."""
+        stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        try:
+            message = str(error)
+        except Exception:
+            message = "<unprintable exception>"
+        return cls(
+            type=truncate(exception_type_name(error), max_length),
+            message=truncate(message, max_length),
+            stacktrace=truncate_middle(stack, max_stacktrace_length),
+            escaped=escaped,
+        )
+
+
+def exception_type_name(error: BaseException) -> str:
+    cls = type(error)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +132,8 @@ class RequestRecord:
     @property
     def is_server_error(self) -> bool:
         return self.status_code >= 500 or self.exception is not None
+
+    @property
+    def method_key(self) -> str:
+        """:func:`method_key` of ``method``: the key the aggregates count the request under."""
+        return method_key(self.method)

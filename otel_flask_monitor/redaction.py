@@ -1,8 +1,8 @@
-"""What never leaves the process: secret header and query parameter values, credentials in endpoint
-URLs, oversized strings.
+"""What never leaves the process: secret values, credentials in endpoint URLs, oversized strings.
 
-Importable without Flask; apart from :func:`redact_span_headers` (which rewrites a span it is given),
-every function is pure.
+Secret values are those of headers and query parameters the settings name. Importable without Flask,
+and pure. Sizes are UTF-8 bytes, as the OTLP encoding and Loki count them:
+a limit of 1024 keeps 1024 ASCII characters or 256 four-byte ones, and a cut never splits a character.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Final, Protocol
+from typing import Any, Final
 from urllib.parse import quote, unquote_plus
 
 from opentelemetry.util.types import AttributeValue
@@ -18,10 +18,10 @@ from opentelemetry.util.types import AttributeValue
 REDACTED = "[REDACTED]"
 TRUNCATION_MARK = "..."
 
-# A query string is parsed only this many bytes per character of the limit it is cut to: enough to
-# fill the limit with any encoding (a byte or a three-byte escape per character), and a 60 KB query
-# costs what a 3 KB one does.
-_QUERY_BYTES_PER_CHARACTER: Final = 3
+# A query string is parsed only this many bytes per byte of the limit its re-encoded (ASCII) form is
+# cut to: enough to fill the limit whatever the client sent (a three-byte escape may come out as one
+# byte), and a 60 KB query costs what a 3 KB one does.
+_QUERY_INPUT_BYTES_PER_BYTE: Final = 3
 # `;` separates parameters for some frameworks and proxies (and for HTML 4); treating it as one here
 # means a secret written after it is found whichever way the app reads it.
 _PARAMETER_SEPARATOR: Final = re.compile(r"([&;])")
@@ -79,20 +79,20 @@ class Redactor:
         return self._query_pattern is not None and self._query_pattern.search(name) is not None
 
     def query(self, raw_query: bytes | str, limit: int | None = None) -> str:
-        """The query string with secret values replaced, re-encoded, at most ``limit`` characters.
+        """The query string with secret values replaced, re-encoded (ASCII), at most ``limit`` bytes.
 
         Only the first ``3 x limit`` bytes are parsed (cut at a UTF-8 character boundary): the work
         is bounded by the limit, not by what the client sent. Never raises on bad input.
         """
         cut = False
         if isinstance(raw_query, bytes):
-            if limit is not None and len(raw_query) > limit * _QUERY_BYTES_PER_CHARACTER:
-                raw_query, cut = _utf8_prefix(raw_query, limit * _QUERY_BYTES_PER_CHARACTER), True
+            if limit is not None and len(raw_query) > limit * _QUERY_INPUT_BYTES_PER_BYTE:
+                raw_query, cut = _utf8_prefix(raw_query, limit * _QUERY_INPUT_BYTES_PER_BYTE), True
             text = raw_query.decode("utf-8", errors="replace")
         else:
             text = raw_query
-            if limit is not None and len(text) > limit * _QUERY_BYTES_PER_CHARACTER:
-                text, cut = text[: limit * _QUERY_BYTES_PER_CHARACTER], True
+            if limit is not None and len(text) > limit * _QUERY_INPUT_BYTES_PER_BYTE:
+                text, cut = text[: limit * _QUERY_INPUT_BYTES_PER_BYTE], True
         if not text:
             return ""
         redacted = self._redacted(text)
@@ -124,38 +124,27 @@ class Redactor:
 
 def _utf8_prefix(data: bytes, size: int) -> bytes:
     """``data`` cut to at most ``size`` bytes without splitting a UTF-8 sequence."""
+    if size >= len(data):
+        return data
     end = size
     while end > 0 and data[end] & 0xC0 == 0x80:  # a continuation byte: the character started earlier
         end -= 1
     return data[:end]
 
 
-class _Span(Protocol):
-    def is_recording(self) -> bool: ...
-    def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None: ...
+def _utf8_suffix(data: bytes, size: int) -> bytes:
+    """The last at most ``size`` bytes of ``data``, starting on a character."""
+    if size <= 0:
+        return b""
+    start = max(len(data) - size, 0)
+    while start < len(data) and data[start] & 0xC0 == 0x80:
+        start += 1
+    return data[start:]
 
 
 def instrumentation_captures_headers(environ: Mapping[str, str] = os.environ) -> bool:
     """The user asked the Flask instrumentation to copy request or response headers onto spans."""
     return any(environ.get(name) for name in INSTRUMENTATION_HEADER_VARIABLES)
-
-
-def redact_span_headers(span: _Span, redactor: Redactor) -> None:
-    """Redact the secret header attributes on a recording span, whatever put them there.
-
-    The Flask instrumentation copies the headers named in
-    ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST``/``_RESPONSE`` verbatim unless its own
-    ``..._SANITIZE_FIELDS`` says otherwise; ``redacted_headers`` applies to them as to the monitor's
-    own ``captured_headers``. Free when no capture was configured as the monitor started (the
-    variables are read once, like every ``OTEL_*`` variable the monitor reads): one attribute test.
-    """
-    if not redactor.instrumentation_captures_headers or not span.is_recording():
-        return
-    attributes = getattr(span, "attributes", None)
-    if attributes:
-        replaced = redactor.header_attributes(attributes)
-        if replaced:
-            span.set_attributes(replaced)
 
 
 def without_userinfo(url: str) -> str:
@@ -172,22 +161,45 @@ def without_userinfo(url: str) -> str:
     return url if at == -1 else url[:start] + url[at + 1 :]
 
 
+def utf8_length(value: str) -> int:
+    """Bytes ``value`` takes in UTF-8 (a lone surrogate counts the three bytes it would take)."""
+    if value.isascii():  # a flag of the string object: no scan
+        return len(value)
+    return len(_utf8(value))
+
+
+def _utf8(value: str) -> bytes:
+    return value.encode("utf-8", "surrogatepass")
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogatepass")
+
+
 def truncate(value: str, limit: int) -> str:
-    """Cut ``value`` to at most ``limit`` characters, marking the cut."""
-    if len(value) <= limit:
+    """Cut ``value`` to at most ``limit`` UTF-8 bytes, marking the cut; never splits a character."""
+    if value.isascii():
+        if len(value) <= limit:
+            return value
+        return value[: max(limit - len(TRUNCATION_MARK), 0)] + TRUNCATION_MARK
+    if len(value) * 4 <= limit:  # even four bytes a character fit
         return value
-    keep = max(limit - len(TRUNCATION_MARK), 0)
-    return value[:keep] + TRUNCATION_MARK
+    data = _utf8(value)
+    if len(data) <= limit:
+        return value
+    return _text(_utf8_prefix(data, max(limit - len(TRUNCATION_MARK), 0))) + TRUNCATION_MARK
 
 
 def truncate_middle(value: str, limit: int) -> str:
-    """Keep the head and the tail of a long text (a traceback's most useful parts) within ``limit``."""
-    if len(value) <= limit:
+    """Keep the head and the tail of a long text (a traceback's most useful parts) within ``limit``
+    UTF-8 bytes, around a marker saying how many bytes were cut."""
+    data = value.encode("ascii") if value.isascii() else _utf8(value)
+    if len(data) <= limit:
         return value
-    marker = f"\n... [{len(value) - limit} characters cut] ...\n"
+    marker = f"\n... [{len(data) - limit} bytes cut] ...\n"
     room = limit - len(marker)
     if room <= 0:
         return truncate(value, limit)
-    head = room // 3
-    tail = room - head
-    return value[:head] + marker + (value[-tail:] if tail else "")
+    head = _utf8_prefix(data, room // 3)
+    tail = _utf8_suffix(data, room - len(head))
+    return _text(head) + marker + _text(tail)

@@ -6,9 +6,10 @@ waits on psutil. Instrument names, units and kinds follow the semantic conventio
 (``process.*``, ``cpython.gc.*``): sizes and counts that can go down are up-down counters, totals
 since start are counters, ratios are gauges.
 
-One sampler and one instrument set per process, however many apps are monitored. Fork-safe: a
-``psutil.Process`` (and the thread) belong to the PID that made them, so after ``fork`` (gunicorn
-workers) the child drops the parent's handle and starts its own on first use.
+One sampler and one instrument set per process (:class:`SystemMetrics`, held by
+:mod:`otel_flask_monitor.process`), however many apps are monitored. Fork-safe: a ``psutil.Process``
+(and the thread) belong to the PID that made them, so after ``fork`` (gunicorn workers) the child
+drops the parent's handle and starts its own on first use.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 import psutil
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -196,162 +197,160 @@ class ProcessSampler:
         return self._thread is not None and self._thread.is_alive()
 
 
-def _instrument_callbacks(
-    sampler: ProcessSampler,
-) -> dict[str, Callable[[CallbackOptions], Iterable[Observation]]]:
-    def cpu_utilization(_: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(sampler.latest().cpu_utilization)
+Observe = Callable[[ProcessSample], Iterable[tuple[float | int, Mapping[str, str | int] | None]]]
 
-    def cpu_time(_: CallbackOptions) -> Iterable[Observation]:
-        sample = sampler.latest()
-        yield Observation(sample.cpu_user_seconds, {"cpu.mode": "user"})
-        yield Observation(sample.cpu_system_seconds, {"cpu.mode": "system"})
 
-    def memory_usage(_: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(sampler.latest().memory_rss_bytes)
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """One observable instrument: what kind, its semantic-convention name and unit, and what it
+    reads from a sample (values with their attributes)."""
 
-    def memory_virtual(_: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(sampler.latest().memory_virtual_bytes)
+    kind: Literal["gauge", "counter", "up_down_counter"]
+    name: str
+    unit: str
+    description: str
+    observe: Observe
 
-    def memory_utilization(_: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(sampler.latest().memory_utilization)
 
-    def thread_count(_: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(sampler.latest().threads)
+def _per_generation(values: Callable[[ProcessSample], tuple[int, ...]]) -> Observe:
+    return lambda s: [(value, {"cpython.gc.generation": gen}) for gen, value in enumerate(values(s))]
 
-    def file_descriptor_count(_: CallbackOptions) -> Iterable[Observation]:
-        fds = sampler.latest().open_file_descriptors
-        if fds is not None:
-            yield Observation(fds)
 
-    def uptime(_: CallbackOptions) -> Iterable[Observation]:
+INSTRUMENTS: Final = (
+    Instrument(
+        "gauge",
+        "process.cpu.utilization",
+        "1",
+        "CPU time since the previous sample over elapsed time and CPUs available.",
+        lambda s: [(s.cpu_utilization, None)],
+    ),
+    Instrument(
+        "counter",
+        "process.cpu.time",
+        "s",
+        "Total CPU seconds by CPU mode.",
+        lambda s: [
+            (s.cpu_user_seconds, {"cpu.mode": "user"}),
+            (s.cpu_system_seconds, {"cpu.mode": "system"}),
+        ],
+    ),
+    Instrument(
+        "up_down_counter",
+        "process.memory.usage",
+        "By",
+        "Resident set size.",
+        lambda s: [(s.memory_rss_bytes, None)],
+    ),
+    Instrument(
+        "up_down_counter",
+        "process.memory.virtual",
+        "By",
+        "Committed virtual memory.",
+        lambda s: [(s.memory_virtual_bytes, None)],
+    ),
+    Instrument(
+        "gauge",
+        "process.memory.utilization",
+        "1",
+        "Resident memory over total physical memory.",
+        lambda s: [(s.memory_utilization, None)],
+    ),
+    Instrument(
+        "up_down_counter",
+        "process.thread.count",
+        "{thread}",
+        "Process threads count.",
+        lambda s: [(s.threads, None)],
+    ),
+    Instrument(
+        "up_down_counter",
+        "process.unix.file_descriptor.count",
+        "{file_descriptor}",
+        "Open file descriptors.",
+        lambda s: [] if s.open_file_descriptors is None else [(s.open_file_descriptors, None)],
+    ),
+    Instrument(
+        "gauge",
+        "process.uptime",
+        "s",
+        "Seconds since the process started.",
         # Computed at collection (cheap); the sample only supplies the start time.
-        yield Observation(max(time.time() - sampler.latest().create_time_unix, 0.0))
+        lambda s: [(max(time.time() - s.create_time_unix, 0.0), None)],
+    ),
+    Instrument(
+        "counter",
+        "process.context_switches",
+        "{context_switch}",
+        "Times the process was context switched.",
+        lambda s: [
+            (s.voluntary_context_switches, {"process.context_switch.type": "voluntary"}),
+            (s.involuntary_context_switches, {"process.context_switch.type": "involuntary"}),
+        ],
+    ),
+    Instrument(
+        "counter",
+        "cpython.gc.collections",
+        "{collection}",
+        "Times a generation was collected since interpreter start.",
+        _per_generation(lambda s: s.gc_collections),
+    ),
+    Instrument(
+        "counter",
+        "cpython.gc.collected_objects",
+        "{object}",
+        "Objects collected in a generation since interpreter start.",
+        _per_generation(lambda s: s.gc_collected_objects),
+    ),
+    Instrument(
+        "counter",
+        "cpython.gc.uncollectable_objects",
+        "{object}",
+        "Objects found uncollectable in a generation since interpreter start.",
+        _per_generation(lambda s: s.gc_uncollectable_objects),
+    ),
+)
+"""Every process instrument (semantic conventions ``process.*``, ``cpython.gc.*``): sizes and counts
+that can go down are up-down counters, totals since start are counters, ratios are gauges."""
 
-    def context_switches(_: CallbackOptions) -> Iterable[Observation]:
-        sample = sampler.latest()
-        yield Observation(sample.voluntary_context_switches, {"process.context_switch.type": "voluntary"})
-        yield Observation(sample.involuntary_context_switches, {"process.context_switch.type": "involuntary"})
 
-    def per_generation(
-        values: Callable[[ProcessSample], tuple[int, ...]],
-    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        def callback(_: CallbackOptions) -> Iterable[Observation]:
-            for generation, value in enumerate(values(sampler.latest())):
-                yield Observation(value, {"cpython.gc.generation": generation})
+def _callback(
+    sampler: ProcessSampler, instrument: Instrument
+) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def callback(_: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(value, attributes) for value, attributes in instrument.observe(sampler.latest())]
 
-        return callback
-
-    return {
-        "cpu_utilization": cpu_utilization,
-        "cpu_time": cpu_time,
-        "memory_usage": memory_usage,
-        "memory_virtual": memory_virtual,
-        "memory_utilization": memory_utilization,
-        "thread_count": thread_count,
-        "file_descriptor_count": file_descriptor_count,
-        "uptime": uptime,
-        "context_switches": context_switches,
-        "gc_collections": per_generation(lambda s: s.gc_collections),
-        "gc_collected": per_generation(lambda s: s.gc_collected_objects),
-        "gc_uncollectable": per_generation(lambda s: s.gc_uncollectable_objects),
-    }
+    return callback
 
 
 def register_instruments(meter: Meter, sampler: ProcessSampler) -> None:
     """Create the observable instruments on ``meter``; every callback reads the cached sample."""
-    cb = _instrument_callbacks(sampler)
-    meter.create_observable_gauge(
-        "process.cpu.utilization",
-        [cb["cpu_utilization"]],
-        unit="1",
-        description="CPU time since the previous sample over elapsed time and CPUs available.",
-    )
-    meter.create_observable_counter(
-        "process.cpu.time", [cb["cpu_time"]], unit="s", description="Total CPU seconds by CPU mode."
-    )
-    meter.create_observable_up_down_counter(
-        "process.memory.usage", [cb["memory_usage"]], unit="By", description="Resident set size."
-    )
-    meter.create_observable_up_down_counter(
-        "process.memory.virtual",
-        [cb["memory_virtual"]],
-        unit="By",
-        description="Committed virtual memory.",
-    )
-    meter.create_observable_gauge(
-        "process.memory.utilization",
-        [cb["memory_utilization"]],
-        unit="1",
-        description="Resident memory over total physical memory.",
-    )
-    meter.create_observable_up_down_counter(
-        "process.thread.count", [cb["thread_count"]], unit="{thread}", description="Process threads count."
-    )
-    meter.create_observable_up_down_counter(
-        "process.unix.file_descriptor.count",
-        [cb["file_descriptor_count"]],
-        unit="{file_descriptor}",
-        description="Open file descriptors.",
-    )
-    meter.create_observable_gauge(
-        "process.uptime", [cb["uptime"]], unit="s", description="Seconds since the process started."
-    )
-    meter.create_observable_counter(
-        "process.context_switches",
-        [cb["context_switches"]],
-        unit="{context_switch}",
-        description="Times the process was context switched.",
-    )
-    meter.create_observable_counter(
-        "cpython.gc.collections",
-        [cb["gc_collections"]],
-        unit="{collection}",
-        description="Times a generation was collected since interpreter start.",
-    )
-    meter.create_observable_counter(
-        "cpython.gc.collected_objects",
-        [cb["gc_collected"]],
-        unit="{object}",
-        description="Objects collected in a generation since interpreter start.",
-    )
-    meter.create_observable_counter(
-        "cpython.gc.uncollectable_objects",
-        [cb["gc_uncollectable"]],
-        unit="{object}",
-        description="Objects found uncollectable in a generation since interpreter start.",
-    )
+    for instrument in INSTRUMENTS:
+        create = getattr(meter, f"create_observable_{instrument.kind}")
+        create(
+            instrument.name,
+            [_callback(sampler, instrument)],
+            unit=instrument.unit,
+            description=instrument.description,
+        )
 
 
-class _ProcessSystemMetrics:
+class SystemMetrics:
+    """The process's sampler and instruments: one set per process, however many apps."""
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.sampler = ProcessSampler()
         self.instruments_registered = False
 
+    def start(self, meter: Meter) -> ProcessSampler:
+        """Start the sampler and register the instruments, once per process; later calls are no-ops."""
+        with self.lock:
+            if not self.instruments_registered:
+                self.instruments_registered = True
+                register_instruments(meter, self.sampler)
+        self.sampler.latest()
+        return self.sampler
 
-_PROCESS: Final = _ProcessSystemMetrics()
-
-
-def _after_fork_in_child() -> None:
-    _PROCESS.lock = threading.Lock()
-    _PROCESS.sampler.after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def process_sampler() -> ProcessSampler:
-    """The process-wide sampler (what ``/monitoring/health`` reads)."""
-    return _PROCESS.sampler
-
-
-def start_system_metrics(meter: Meter) -> ProcessSampler:
-    """Start the sampler and register the instruments, once per process; later calls are no-ops."""
-    with _PROCESS.lock:
-        if not _PROCESS.instruments_registered:
-            _PROCESS.instruments_registered = True
-            register_instruments(meter, _PROCESS.sampler)
-    _PROCESS.sampler.latest()
-    return _PROCESS.sampler
+    def after_fork_in_child(self) -> None:
+        self.lock = threading.Lock()
+        self.sampler.after_fork_in_child()

@@ -6,8 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Flask
 
-from otel_flask_monitor import FlaskMonitor
-from otel_flask_monitor.objectives import Availability, objective
+from otel_flask_monitor import Availability, FlaskMonitor, objective
 
 OBJECTIVES: dict[str, Any] = {
     "default": {"availability": 99.5},

@@ -26,7 +26,8 @@ from otel_flask_monitor.alert_rules import (
     alerted_objectives,
     render_yaml,
 )
-from otel_flask_monitor.objectives import AppRoute, Kind, parse_objectives
+from otel_flask_monitor.objective_declarations import parse_objectives
+from otel_flask_monitor.objectives import AppRoute, Kind
 from tests import promtool
 
 SERVICE: Final = "shop"

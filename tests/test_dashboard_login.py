@@ -19,17 +19,15 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.test import TestResponse
 
 from otel_flask_monitor import FlaskMonitor
-from otel_flask_monitor.dashboard import access
+from otel_flask_monitor.dashboard import sessions
 from otel_flask_monitor.dashboard.access import (
     LOGIN_MAX_FAILURES,
-    SESSION_COOKIE,
     DenialLog,
     LoginRateLimiter,
-    RevokedSessions,
-    Session,
     client_address,
     limiter_key,
 )
+from otel_flask_monitor.dashboard.sessions import SESSION_COOKIE, RevokedSessions, Session
 from tests.conftest import Exported
 
 REMOTE = {"REMOTE_ADDR": "203.0.113.7"}
@@ -254,10 +252,10 @@ def test_cookie_signed_with_an_old_token_is_refused(client: FlaskClient) -> None
 
 def test_expired_cookie_is_refused(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
     login(client)
-    start = access._now()
-    monkeypatch.setattr(access, "_now", lambda: start + TWELVE_HOURS - 60)
+    start = sessions._now()
+    monkeypatch.setattr(sessions, "_now", lambda: start + TWELVE_HOURS - 60)
     assert client.get("/monitoring/stats").status_code == 200
-    monkeypatch.setattr(access, "_now", lambda: start + TWELVE_HOURS + 1)
+    monkeypatch.setattr(sessions, "_now", lambda: start + TWELVE_HOURS + 1)
     for route in DATA_ROUTES:
         assert_no_data(client.get(route))
     # The browser is sent back to the form.
@@ -271,8 +269,8 @@ def test_short_session_setting_and_lowering_it_later(
     short = remote_client(monitored_app(access_token=TOKEN, login_session_seconds=30))
     response = login(short)
     assert set_cookie_attributes(response)["max-age"] == "30"
-    start = access._now()
-    monkeypatch.setattr(access, "_now", lambda: start + 31)
+    start = sessions._now()
+    monkeypatch.setattr(sessions, "_now", lambda: start + 31)
     assert short.get("/monitoring/stats").status_code == 401
     monkeypatch.undo()
     # A 12 h cookie issued before the lifetime was lowered is refused by the stricter setting.
@@ -650,16 +648,16 @@ def test_logout_revokes_the_session_in_this_process(client: FlaskClient, app: Fl
 
 def test_revoked_sessions_are_bounded_and_forgotten_when_expired(monkeypatch: pytest.MonkeyPatch) -> None:
     revoked = RevokedSessions(max_entries=3)
-    now = access._now()
-    sessions = [Session(int(now) + 100 * (number + 1), f"{number:022d}") for number in range(5)]
-    for session in sessions:
+    now = sessions._now()
+    issued = [Session(int(now) + 100 * (number + 1), f"{number:022d}") for number in range(5)]
+    for session in issued:
         revoked.revoke(session)
-    assert len([session for session in sessions if session in revoked]) == 3
-    assert sessions[-1] in revoked  # the ones closest to expiry were dropped first
-    assert sessions[0] not in revoked
-    monkeypatch.setattr(access, "_now", lambda: now + 1000)
+    assert len([session for session in issued if session in revoked]) == 3
+    assert issued[-1] in revoked  # the ones closest to expiry were dropped first
+    assert issued[0] not in revoked
+    monkeypatch.setattr(sessions, "_now", lambda: now + 1000)
     revoked.revoke(Session(int(now) + 2000, "x" * 22))
-    assert [session for session in sessions if session in revoked] == []
+    assert [session for session in issued if session in revoked] == []
 
 
 def test_a_cross_site_post_cannot_log_the_operator_out(client: FlaskClient) -> None:

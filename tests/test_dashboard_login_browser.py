@@ -16,7 +16,7 @@ from playwright.sync_api import ConsoleMessage, Page, expect
 from werkzeug.serving import BaseWSGIServer
 
 from otel_flask_monitor import FlaskMonitor
-from otel_flask_monitor.dashboard.access import SESSION_COOKIE
+from otel_flask_monitor.dashboard.sessions import SESSION_COOKIE
 from tests.browser import ARTIFACTS, ITEM_ROUTE, chromium, hit, route_cell, serving
 
 TOKEN = "browser-login-token-4hQ9sV2w"

@@ -237,9 +237,9 @@ def test_service_name_falls_back_to_shop(monkeypatch: pytest.MonkeyPatch) -> Non
     passed: list[dict[str, Any]] = []
     real_setup = extension.setup_telemetry
 
-    def recording_setup(**options: Any) -> Any:
+    def recording_setup(*args: Any, **options: Any) -> Any:
         passed.append(options)
-        return real_setup(**options)
+        return real_setup(*args, **options)
 
     monkeypatch.setattr(extension, "setup_telemetry", recording_setup)
     create_app()

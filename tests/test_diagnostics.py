@@ -24,6 +24,7 @@ from otel_flask_monitor import get_state
 from otel_flask_monitor.dashboard import NOT_CONNECTED_REASON
 from otel_flask_monitor.diagnostics import CATALOGUE, process_findings
 from otel_flask_monitor.export_status import ExportHealth
+from otel_flask_monitor.process import PROCESS, ForkOrigin
 from tests.apps import build_app
 from tests.loki_receiver import LokiReceiver
 from tests.real_processes import REPO, Gunicorn, Rotel, base_env, free_port, wait_for_port
@@ -266,9 +267,7 @@ def test_preload_master_in_a_worker_forked_after_set_up_and_not_without_preload(
 
 
 def test_preload_master_is_a_warning_with_otlp_over_grpc(monkeypatch: pytest.MonkeyPatch) -> None:
-    from otel_flask_monitor import diagnostics
-
-    monkeypatch.setattr(diagnostics, "_FORKED_FROM", diagnostics._ForkOrigin(4242, monitor_owned=True))
+    monkeypatch.setattr(PROCESS, "forked_from", ForkOrigin(4242, monitor_owned=True))
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     item = entry(
         build_app("forked-grpc").test_client().get("/monitoring/health").get_json(), "preload_master"
@@ -340,7 +339,7 @@ def test_export_health_tells_never_reached_from_lost() -> None:
     assert state() == ("connected", {"logs": "connected", "traces": "connected"})
     health.note_error("Connection refused", "logs")
     assert state() == ("failing", {"logs": "lost", "traces": "connected"})
-    health.reset_after_fork()  # a new worker has reached nothing yet
+    health.after_fork_in_child()  # a new worker has reached nothing yet
     assert state() == ("pending", {"logs": "pending", "traces": "pending"})
 
 

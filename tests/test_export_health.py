@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
-from otel_flask_monitor.export_status import RECOVERY_CONFIRMATIONS, ExportHealth, tracked_export
+from otel_flask_monitor._otel_compat import SDK_EXPORT_LOGGERS
+from otel_flask_monitor.export_status import (
+    RECOVERY_CONFIRMATIONS,
+    ExportHealth,
+    capture_sdk_export_logs,
+    tracked_export,
+)
+from otel_flask_monitor.exporters import TrackedExporter
 
 
 def lines(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -125,3 +137,52 @@ def test_an_exporter_that_raises_counts_as_a_failed_export(health: ExportHealth)
     assert health.failing
     assert {s.signal: s.failed for s in health.snapshot()} == {"logs": 3, "traces": 0}
     assert health.as_dict()["last_error"] == "ConnectionResetError: the Collector hung up"
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _span() -> ReadableSpan:
+    context = SpanContext(0x1, 0x2, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    return ReadableSpan(name="GET /x", context=context, kind=SpanKind.SERVER, start_time=1, end_time=2)
+
+
+def _sdk_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.startswith("opentelemetry.exporter")]
+
+
+@pytest.fixture
+def captured(health: ExportHealth) -> Iterator[ExportHealth]:
+    """The capture on the SDK's export loggers, as the monitor installs it when it owns exporters."""
+    log_filter = capture_sdk_export_logs(health)
+    yield health
+    for name in SDK_EXPORT_LOGGERS:
+        logging.getLogger(name).removeFilter(log_filter)
+
+
+def test_an_exporter_the_user_set_up_still_logs_its_failures(
+    captured: ExportHealth, caplog: pytest.LogCaptureFixture
+) -> None:
+    theirs = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{_closed_port()}/v1/traces", timeout=0.5)
+    with caplog.at_level(logging.WARNING):
+        assert theirs.export([_span()]) == SpanExportResult.FAILURE
+    theirs.shutdown()
+    assert any("Failed to export spans batch" in line for line in _sdk_lines(caplog)), caplog.records
+    assert captured.as_dict()["last_error"] is None  # not the monitor's export: not its outage
+
+
+def test_the_monitors_own_exporter_fails_quietly_into_export_health(
+    captured: ExportHealth, caplog: pytest.LogCaptureFixture
+) -> None:
+    inner = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{_closed_port()}/v1/traces", timeout=0.5)
+    ours = TrackedExporter(inner, captured, "traces")
+    with caplog.at_level(logging.WARNING):
+        assert ours.export([_span()]) == SpanExportResult.FAILURE
+    ours.shutdown()
+    assert _sdk_lines(caplog) == []
+    assert "Failed to export spans batch" in str(captured.as_dict()["last_error"])
+    (outage,) = lines(caplog)  # the monitor's one line for the outage instead
+    assert "telemetry export to http://collector:4318/v1/traces failed" in outage

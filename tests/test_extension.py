@@ -103,16 +103,19 @@ CONSUMERS: Final = ("span", "log", "aggregates")
 
 def _break_consumer(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """Make one of the three consumers raise on every record."""
-    from otel_flask_monitor import extension
+    from otel_flask_monitor import signals
     from otel_flask_monitor.aggregates import AggregateStore
+    from otel_flask_monitor.spans import SpanWriter
 
     def explode(*_: object) -> None:
         raise RuntimeError(f"{name} consumer exploded")
 
     if name == "aggregates":
         monkeypatch.setattr(AggregateStore, "record", explode)
+    elif name == "span":
+        monkeypatch.setattr(SpanWriter, "enrich", explode)
     else:
-        monkeypatch.setattr(extension, {"span": "enrich_span", "log": "emit_request_log"}[name], explode)
+        monkeypatch.setattr(signals, "emit_request_log", explode)
 
 
 @pytest.mark.parametrize("broken", CONSUMERS)
@@ -142,18 +145,19 @@ def test_a_failing_consumer_never_reaches_the_request_nor_the_other_consumers(
 
 
 @pytest.mark.parametrize(
-    ("method", "hook"),
-    [("is_excluded", "before_request hook"), ("_build_record", "teardown_request hook")],
+    ("part", "hook"),
+    [
+        ("exclusion.RequestExclusion.is_excluded", "before_request hook"),
+        ("hooks.RequestLifecycle._build_record", "teardown_request hook"),
+    ],
 )
 def test_a_failing_hook_never_reaches_the_request(
-    monkeypatch: pytest.MonkeyPatch, exported: Exported, method: str, hook: str
+    monkeypatch: pytest.MonkeyPatch, exported: Exported, part: str, hook: str
 ) -> None:
-    from otel_flask_monitor import hooks
-
     def broken(*_: object) -> None:
-        raise RuntimeError(f"{method} exploded")
+        raise RuntimeError(f"{part} exploded")
 
-    monkeypatch.setattr(hooks.RequestLifecycle, method, broken)
+    monkeypatch.setattr(f"otel_flask_monitor.{part}", broken)
     app = build_app()
 
     assert app.test_client().get("/items/1").get_json() == {"id": 1}

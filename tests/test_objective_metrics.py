@@ -14,13 +14,14 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Sum
 
 from otel_flask_monitor import FlaskMonitor
 from otel_flask_monitor.alert_rules import PROMETHEUS_METRIC
+from otel_flask_monitor.objective_declarations import objective, parse_objectives
 from otel_flask_monitor.objective_metrics import (
     METRIC_NAME,
     METRIC_UNIT,
     ObjectiveCounter,
     register_instrument,
 )
-from otel_flask_monitor.objectives import AppRoute, Latency, objective, parse_objectives
+from otel_flask_monitor.objectives import AppRoute, Latency
 from tests.prometheus_names import prometheus_metric_name
 from tests.test_aggregates import make_record
 
@@ -223,7 +224,7 @@ def test_a_forked_worker_starts_counting_from_zero() -> None:
     policy = parse_objectives("objectives", {"default": {"availability": 99}})
     counter = ObjectiveCounter(policy, max_routes=10, routes=lambda: RECORD_ROUTES)
     counter.record(make_record("/r0"))
-    counter.reset_after_fork()
+    counter.after_fork_in_child()
     counter.record(make_record("/r0", status=502))
     assert counted(counter)[("/r0", "availability", "good")] == 0
     assert counted(counter)[("/r0", "availability", "bad")] == 1

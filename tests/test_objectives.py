@@ -12,15 +12,8 @@ import pytest
 
 from otel_flask_monitor import ConfigError
 from otel_flask_monitor.config import resolve_settings
-from otel_flask_monitor.objectives import (
-    AppRoute,
-    Availability,
-    Latency,
-    ObjectiveError,
-    RoutePattern,
-    objective,
-    parse_objectives,
-)
+from otel_flask_monitor.objective_declarations import objective, parse_objectives
+from otel_flask_monitor.objectives import AppRoute, Availability, Latency, ObjectiveError, RoutePattern
 
 ROUTES = [
     AppRoute("/api/products", frozenset({"GET", "HEAD", "OPTIONS"}), "list_products"),
@@ -184,7 +177,7 @@ def test_what_a_pattern_matches(pattern: str, method: str, rule: str, matches: b
 def test_the_objective_modules_import_without_flask() -> None:
     code = (
         "import sys; sys.modules['flask'] = None\n"
-        "from otel_flask_monitor.objectives import parse_objectives\n"
+        "from otel_flask_monitor.objective_declarations import parse_objectives\n"
         "from otel_flask_monitor.objective_metrics import ObjectiveCounter\n"
         "from otel_flask_monitor.alert_rules import RuleBuilder\n"
         "from otel_flask_monitor.burn_rate import burn_rate\n"

@@ -140,22 +140,23 @@ def test_every_worker_exports_as_its_own_instance(preload: bool, tmp_path: Path)
 _FORK_SCRIPT: Final = r"""
 import json, os, signal, sys, threading, time
 from otel_flask_monitor import telemetry
+from otel_flask_monitor.process import PROCESS
 
-telemetry.setup_telemetry(enabled=True, service_name="fork-test", fallback_service_name="x",
-                          flush_timeout_seconds=1, attribute_length_limit=8192)
-health = telemetry._PROCESS.health
+telemetry.setup_telemetry(PROCESS.telemetry, enabled=True, service_name="fork-test",
+                          fallback_service_name="x", flush_timeout_seconds=1, attribute_length_limit=8192)
+health = PROCESS.telemetry.health
 health.record_failure("logs", 7)
 health.record_dropped("traces", 3)
 
 def identity():
     out = []
-    for provider in telemetry.owned_providers():
+    for provider in PROCESS.telemetry.owned:
         resource = getattr(provider, "resource", None) or provider._sdk_config.resource
         out.append([resource.attributes.get("service.instance.id"), resource.attributes.get("process.pid")])
     return out
 
 parent = {"pid": os.getpid(), "identity": identity()}
-readers = [reader for provider in telemetry.owned_providers()
+readers = [reader for provider in PROCESS.telemetry.owned
            for reader in getattr(provider, "_metric_readers", ())]
 assert readers, "no metric reader to hold"
 locked, release = threading.Event(), threading.Event()
@@ -237,14 +238,15 @@ def test_forked_child_is_a_new_instance_with_its_own_counts() -> None:
 _LAZY_IMPORT_SCRIPT: Final = r"""
 import json, sys
 from flask import Flask
-from otel_flask_monitor import FlaskMonitor, telemetry
+from otel_flask_monitor import FlaskMonitor
+from otel_flask_monitor.process import PROCESS
 
 app = Flask("lazy-imports")
 app.get("/")(lambda: "ok")
 FlaskMonitor(app)
 assert app.test_client().get("/").status_code == 200
 before = set(sys.modules)
-flushed = [provider.force_flush() for provider in telemetry.owned_providers()]
+flushed = [provider.force_flush() for provider in PROCESS.telemetry.owned]
 print(json.dumps({"flushed": flushed, "imported": sorted(set(sys.modules) - before)}))
 """
 

@@ -136,7 +136,7 @@ def test_truncation_keeps_within_the_limit() -> None:
     assert len(cut) <= 1000
     assert cut.startswith("Traceback (most recent call last):")
     assert cut.endswith("ValueError: last line")
-    assert "characters cut" in cut
+    assert "bytes cut" in cut
 
 
 def test_excluded_paths_still_get_a_redacted_span(exported: Exported) -> None:
@@ -324,7 +324,7 @@ def test_header_attribute_redaction_keeps_the_value_shape() -> None:
 def test_endpoints_are_shown_without_credentials(
     monkeypatch: pytest.MonkeyPatch, configured: str, shown: str
 ) -> None:
-    from otel_flask_monitor.telemetry import otlp_endpoint
+    from otel_flask_monitor.otel_env import otlp_endpoint
 
     for name in (
         "OTEL_EXPORTER_OTLP_PROTOCOL",

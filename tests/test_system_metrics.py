@@ -16,7 +16,8 @@ from opentelemetry import metrics
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 
 from otel_flask_monitor import FlaskMonitor
-from otel_flask_monitor.system_metrics import ProcessSampler, process_sampler, start_system_metrics
+from otel_flask_monitor.process import PROCESS
+from otel_flask_monitor.system_metrics import ProcessSampler
 from otel_flask_monitor.telemetry import INSTRUMENTATION_NAME
 
 
@@ -44,7 +45,7 @@ def single_value(points: dict[str, list[tuple[dict[str, Any], float]]], name: st
 
 @pytest.fixture
 def sampler() -> ProcessSampler:
-    return start_system_metrics(metrics.get_meter(INSTRUMENTATION_NAME))
+    return PROCESS.system_metrics.start(metrics.get_meter(INSTRUMENTATION_NAME))
 
 
 def test_instruments_report_what_psutil_reports(
@@ -105,7 +106,7 @@ def test_several_apps_share_one_sampler_and_one_instrument_set(metric_reader: In
         FlaskMonitor(Flask(name))
     points = points_by_metric(metric_reader.get_metrics_data())
     assert len(points["process.memory.usage"]) == 1
-    assert process_sampler().running
+    assert PROCESS.system_metrics.sampler.running
 
 
 def test_sampler_thread_refreshes_in_the_background() -> None:

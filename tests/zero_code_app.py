@@ -63,7 +63,7 @@ def introspect() -> Any:
     """What the test cannot see from outside: which providers exist and how often hooks attached."""
     from opentelemetry import trace
 
-    from otel_flask_monitor.telemetry import owned_providers
+    from otel_flask_monitor.process import PROCESS
 
     lifecycle_hooks = [
         hook
@@ -75,7 +75,7 @@ def introspect() -> Any:
         "app_class": type(app).__qualname__,
         "monitored": "otel_flask_monitor" in app.extensions,
         "monitor_hooks": len(lifecycle_hooks),
-        "owned_providers": len(owned_providers()),
+        "owned_providers": len(PROCESS.telemetry.owned),
         "tracer_provider": type(trace.get_tracer_provider()).__module__,
     }
 

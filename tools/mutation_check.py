@@ -80,8 +80,8 @@ MUTATIONS: Final = (
         "R4",
         "redaction",
         "the span keeps the instrumentation's raw query string",
-        "        if query:\n            for key in _QUERY_BEARING_SPAN_ATTRIBUTES:",
-        "        if False:\n            for key in _QUERY_BEARING_SPAN_ATTRIBUTES:",
+        "        if query:\n            for key in _QUERY_BEARING_ATTRIBUTES:",
+        "        if False:\n            for key in _QUERY_BEARING_ATTRIBUTES:",
     ),
     # --- JSON 500 ------------------------------------------------------------------------------
     Mutation(
@@ -161,8 +161,8 @@ MUTATIONS: Final = (
         "A2",
         "loopback access",
         "private-network addresses count as local",
-        'return ipaddress.ip_address(text.split("%", 1)[0]).is_loopback',
-        'return ipaddress.ip_address(text.split("%", 1)[0]).is_private',
+        'return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback',
+        'return ipaddress.ip_address(host.split("%", 1)[0]).is_private',
     ),
     Mutation(
         "A3",

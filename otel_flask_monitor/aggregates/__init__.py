@@ -15,8 +15,6 @@ down this list:
 
 from __future__ import annotations
 
-import os
-
 from otel_flask_monitor.aggregates.multiprocess import reset_exchanges_after_fork
 from otel_flask_monitor.aggregates.store import (
     MAX_TEXT_LENGTH,
@@ -34,11 +32,6 @@ def after_fork_in_child() -> None:
     reset_stores_after_fork()
     reset_exchanges_after_fork()
 
-
-# The process module (issue 12 item 4) will own the one os.register_at_fork hook and call
-# after_fork_in_child in its written order; until it does, this package registers it, once, here.
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=after_fork_in_child)
 
 __all__ = [
     "MAX_TEXT_LENGTH",

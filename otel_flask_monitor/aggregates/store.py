@@ -22,7 +22,7 @@ from typing import Any, Final, Protocol
 from otel_flask_monitor.aggregates.counts import RouteCounts, RouteKey, Slot
 from otel_flask_monitor.aggregates.merge import WindowMerger, WindowState
 from otel_flask_monitor.aggregates.sketch import MIN_LATENCY_MS, raw_bucket_key
-from otel_flask_monitor.record import KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE, RequestRecord
+from otel_flask_monitor.record import UNMATCHED_ROUTE, RequestRecord, method_key
 from otel_flask_monitor.redaction import truncate
 
 OVERFLOW_ROUTE: Final = "<other>"
@@ -146,7 +146,7 @@ class AggregateStore:
     def record(self, record: RequestRecord) -> None:
         """The consumer: count one finished request."""
         now = self.clock()
-        method = record.method if record.method in KNOWN_METHODS else OTHER_METHOD
+        method = method_key(record.method)
         route = record.route if record.route is not None else UNMATCHED_ROUTE
         duration = record.duration_ms
         bucket = raw_bucket_key(duration if duration > MIN_LATENCY_MS else MIN_LATENCY_MS)

@@ -11,17 +11,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, url_for
 
-from otel_flask_monitor import __version__
+from otel_flask_monitor._version import __version__
 from otel_flask_monitor.dashboard.access import DashboardAccess, Denial
 from otel_flask_monitor.dashboard.login import LOGIN_ENDPOINTS, LOGIN_STYLESHEET, register_login_routes
 from otel_flask_monitor.export_status import NEVER_REACHED
-
-if TYPE_CHECKING:
-    from otel_flask_monitor.extension import MonitorState
+from otel_flask_monitor.process import PROCESS
+from otel_flask_monitor.state import MonitorState, get_state
 
 BLUEPRINT_NAME: Final = "otel_flask_monitor"
 
@@ -42,8 +41,6 @@ NOT_CONNECTED_REASON: Final = "telemetry export not connected (no Collector reac
 
 
 def _state() -> MonitorState:
-    from otel_flask_monitor.extension import get_state
-
     return get_state(current_app)
 
 
@@ -143,9 +140,7 @@ def build_blueprint() -> Blueprint:
 
     @blueprint.get("/health")
     def health() -> Response:
-        from otel_flask_monitor.system_metrics import process_sampler
-
-        return jsonify(health_document(_state(), process_sampler().latest))
+        return jsonify(health_document(_state(), PROCESS.system_metrics.sampler.latest))
 
     @blueprint.get("/stats")
     def stats() -> Response:

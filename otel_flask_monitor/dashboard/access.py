@@ -16,24 +16,14 @@ limit per client address (:class:`LoginRateLimiter`), keyed on the peer address 
 client cannot choose (``ProxyFix`` rewrites it when the operator configured one); every burst of
 failures from an address is logged once (:class:`DenialLog`).
 
-The session cookie is never the token: it is ``<expiry>.<nonce>.<HMAC-SHA256(key, label|expiry|nonce)>``
-where the nonce is fresh for every sign-in and the key is derived with PBKDF2 from the token and a
-per-deployment salt (``session_secret``, else the app's ``SECRET_KEY``). Changing the token or that
-secret invalidates every cookie; a cookie cannot be extended or forged without both; a stolen cookie
-is an expensive start for an offline guess of the token, and no table computed for one deployment
-serves another. Logging out revokes the cookie in the process that answered (bounded memory).
+The session cookie is never the token (:mod:`~otel_flask_monitor.dashboard.sessions`).
 """
 
 from __future__ import annotations
 
-import base64
-import functools
-import hashlib
 import hmac
 import ipaddress
 import logging
-import re
-import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -41,22 +31,22 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Final
 
-from flask import Request, current_app
+from flask import Request
 
 from otel_flask_monitor.config import MonitorSettings
+from otel_flask_monitor.dashboard.sessions import (
+    SESSION_COOKIE,
+    RevokedSessions,
+    Session,
+    deployment_secret,
+    issue_session,
+    verified_session,
+)
+from otel_flask_monitor.hosts import host_name, split_host_port
 
 _logger = logging.getLogger("otel_flask_monitor")
 
 _FORWARDING_HEADERS: Final = ("X-Forwarded-For", "X-Real-IP")
-
-SESSION_COOKIE: Final = "otel_flask_monitor_session"
-_SESSION_LABEL: Final = b"otel-flask-monitor dashboard session v2|"
-_SESSION_SALT_LABEL: Final = b"otel-flask-monitor/dashboard-session-salt/v2|"
-_SESSION_KEY_ITERATIONS: Final = 200_000
-_MAX_EXPIRY_DIGITS: Final = 12
-_NONCE_BYTES: Final = 16
-_NONCE_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{22}")
-_MAX_REVOKED_SESSIONS: Final = 10_000
 
 LOGIN_MAX_FAILURES: Final = 5
 """Wrong tokens one client address may send per ``LOGIN_FAILURE_PERIOD_SECONDS`` (per process)."""
@@ -79,15 +69,12 @@ class Denial:
 
 
 def is_loopback(address: str | None) -> bool:
+    """A loopback IP address, with or without a port (``Forwarded: for="[::1]:8080"``)."""
     if not address:
         return False
-    text = address.strip().strip('"')
-    if text.startswith("["):  # Forwarded: for="[::1]:8080"
-        text = text[1:].split("]", 1)[0]
-    elif text.count(":") == 1:  # IPv4 with a port
-        text = text.split(":", 1)[0]
+    host, _ = split_host_port(address.strip().strip('"'))
     try:
-        return ipaddress.ip_address(text.split("%", 1)[0]).is_loopback
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
     except ValueError:
         return False
 
@@ -104,16 +91,6 @@ def _forwarded_addresses(request: Request) -> list[str]:
                 if name.strip().lower() == "for":
                     addresses.append(address.strip())
     return addresses
-
-
-def host_name(host_header: str) -> str:
-    """The name part of a Host header value, lower case, without port, brackets or trailing dot."""
-    host = host_header.strip().lower()
-    if host.startswith("["):
-        return host[1:].split("]", 1)[0]
-    if host.count(":") == 1:
-        host = host.split(":", 1)[0]
-    return host.rstrip(".")
 
 
 def is_loopback_host(host_header: str | None, extra_names: Collection[str] = ()) -> bool:
@@ -301,98 +278,6 @@ class CredentialGuard:
         self.limiter.success(limiter_key(client_address(request)))
 
 
-# --- sessions ---------------------------------------------------------------------------------------------
-
-
-def _now() -> float:
-    """Wall clock for session expiry (a function so that tests can move time)."""
-    return time.time()
-
-
-def deployment_secret(settings: MonitorSettings) -> bytes:
-    """What the deployment owns besides the token: ``session_secret``, else the app's ``SECRET_KEY``.
-
-    Read at each use: apps often load ``SECRET_KEY`` after the extensions are set up.
-    """
-    if settings.session_secret:
-        return settings.session_secret.encode()
-    secret = current_app.secret_key
-    if isinstance(secret, str):
-        return secret.encode()
-    return bytes(secret) if secret else b""
-
-
-@functools.lru_cache(maxsize=8)
-def _session_key(token: str, secret: bytes) -> bytes:
-    # Slow once per (token, secret) and process, so that a leaked cookie is a poor oracle for guessing
-    # a weak token; the salt makes a table precomputed for one deployment useless for another.
-    salt = hashlib.sha256(_SESSION_SALT_LABEL + secret).digest()
-    return hashlib.pbkdf2_hmac("sha256", token.encode(), salt, _SESSION_KEY_ITERATIONS)
-
-
-def _session_signature(key: bytes, expires: int, nonce: str) -> str:
-    message = _SESSION_LABEL + f"{expires}.{nonce}".encode()
-    mac = hmac.new(key, message, hashlib.sha256)
-    return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode("ascii")
-
-
-def issue_session(token: str, max_age_seconds: int, secret: bytes = b"") -> str:
-    """A session cookie value valid for ``max_age_seconds``: expiry, nonce and signature, never the token."""
-    expires = int(_now()) + max_age_seconds
-    nonce = secrets.token_urlsafe(_NONCE_BYTES)
-    return f"{expires}.{nonce}.{_session_signature(_session_key(token, secret), expires, nonce)}"
-
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    expires: int
-    nonce: str
-
-
-def _verified_session(token: str, secret: bytes, value: str, lifetime_seconds: int) -> Session | None:
-    expires_text, nonce, signature = [*value.split(".", 2), "", ""][:3]
-    if not (expires_text.isascii() and expires_text.isdigit()) or len(expires_text) > _MAX_EXPIRY_DIGITS:
-        return None
-    if not _NONCE_PATTERN.fullmatch(nonce) or not signature:
-        return None
-    expires = int(expires_text)
-    expected = _session_signature(_session_key(token, secret), expires, nonce)
-    if not hmac.compare_digest(signature.encode(), expected.encode()):
-        return None
-    now = _now()
-    # The upper bound refuses cookies issued under a longer lifetime once the setting is lowered.
-    if not now < expires <= now + lifetime_seconds:
-        return None
-    return Session(expires, nonce)
-
-
-class RevokedSessions:
-    """Nonces of logged-out sessions until they expire; at most ``max_entries`` (per process).
-
-    Only a signed-in browser can add one (logout needs a valid cookie), so the bound is never reached
-    by an attacker without the token; if it is, the revocations closest to expiry are dropped first.
-    """
-
-    def __init__(self, max_entries: int = _MAX_REVOKED_SESSIONS) -> None:
-        self._max_entries = max_entries
-        self._lock = threading.Lock()
-        self._expiry_by_nonce: dict[str, int] = {}
-
-    def revoke(self, session: Session) -> None:
-        with self._lock:
-            now = _now()
-            for nonce in [n for n, expires in self._expiry_by_nonce.items() if expires <= now]:
-                del self._expiry_by_nonce[nonce]
-            self._expiry_by_nonce[session.nonce] = session.expires
-            while len(self._expiry_by_nonce) > self._max_entries:
-                soonest = min(self._expiry_by_nonce, key=self._expiry_by_nonce.__getitem__)
-                del self._expiry_by_nonce[soonest]
-
-    def __contains__(self, session: Session) -> bool:
-        with self._lock:
-            return session.nonce in self._expiry_by_nonce
-
-
 class DashboardAccess:
     """Per-app access state: the wrong-token budget and the revoked sessions."""
 
@@ -406,7 +291,7 @@ class DashboardAccess:
         value = request.cookies.get(SESSION_COOKIE)
         if not token or not value:
             return None
-        session = _verified_session(token, deployment_secret(settings), value, settings.login_session_seconds)
+        session = verified_session(token, deployment_secret(settings), value, settings.login_session_seconds)
         if session is None or session in self.revoked:
             return None
         return session

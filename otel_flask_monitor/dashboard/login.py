@@ -2,7 +2,7 @@
 
 A browser cannot add ``Authorization: Bearer`` to a page load, so with ``access_token`` set a
 non-loopback person signs in once with the token through a plain HTML form and receives a signed,
-expiring session cookie (:func:`~otel_flask_monitor.dashboard.access.issue_session`), never the token
+expiring session cookie (:func:`~otel_flask_monitor.dashboard.sessions.issue_session`), never the token
 itself; ``POST /logout`` deletes and revokes it. Without ``access_token`` both routes answer 404.
 Wrong tokens count against the same per-address budget as wrong bearer tokens, and both forms refuse
 posts another site made the browser send.
@@ -10,16 +10,16 @@ posts another site made the browser send.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import Final
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Request, abort, current_app, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from otel_flask_monitor.dashboard.access import SESSION_COOKIE, DashboardAccess, token_matches
-
-if TYPE_CHECKING:
-    from otel_flask_monitor.config import MonitorSettings
+from otel_flask_monitor.config import MonitorSettings
+from otel_flask_monitor.dashboard.access import DashboardAccess, token_matches
+from otel_flask_monitor.dashboard.sessions import SESSION_COOKIE
+from otel_flask_monitor.state import get_state
 
 LOGIN_ENDPOINTS: Final = frozenset({"login", "login_submit", "logout"})
 """Endpoints (without the blueprint name) that answer without access: they hold no data."""
@@ -33,8 +33,6 @@ _DEFAULT_PORTS: Final = {"http": "80", "https": "443"}
 
 
 def _settings() -> MonitorSettings:
-    from otel_flask_monitor.extension import get_state
-
     return get_state(current_app).settings
 
 

@@ -1,5 +1,6 @@
-"""``python -m otel_flask_monitor.demo [--host H] [--port P] [--traffic [SECONDS]]``: serve the shop demo
-(threaded werkzeug).
+"""Serves the shop demo (threaded werkzeug) and says where its telemetry goes.
+
+    python -m otel_flask_monitor.demo [--host H] [--port P] [--traffic [SECONDS]]
 
 Telemetry goes wherever the standard ``OTEL_*`` variables say (by default OTLP/HTTP to localhost:4318).
 The demo says once, at start, where that is and whether anything answers there; with no Collector the
@@ -27,8 +28,8 @@ from otel_flask_monitor import get_state
 from otel_flask_monitor.demo import traffic
 from otel_flask_monitor.demo.app import create_app
 from otel_flask_monitor.demo.traffic import REQUESTS_PER_SECOND
-from otel_flask_monitor.diagnostics import SIGNALS, Finding
-from otel_flask_monitor.telemetry import exporter_names, otlp_endpoint, otlp_protocol, sdk_disabled
+from otel_flask_monitor.diagnostics import Finding
+from otel_flask_monitor.otel_env import SIGNALS, exporter_names, otlp_endpoint, otlp_protocol, sdk_disabled
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 5001

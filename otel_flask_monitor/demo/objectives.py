@@ -1,5 +1,7 @@
-"""The shop demo's objectives (SLOs): the monitor counts requests against them, and the Prometheus
-rules of the compose stack (deploy/prometheus/rules/shop-objectives.rules.yml) are generated from them.
+"""The shop demo's objectives (SLOs), and so the Prometheus rules of the compose stack.
+
+The monitor counts requests against them, and the rules of the compose stack
+(deploy/prometheus/rules/shop-objectives.rules.yml) are generated from them:
 
 - every route: 99.5 % of requests without a server error;
 - the product list: 99 % within 300 ms;

@@ -21,7 +21,7 @@ from typing import Final
 
 from werkzeug.serving import WSGIRequestHandler
 
-from otel_flask_monitor import __version__
+from otel_flask_monitor._version import __version__
 from otel_flask_monitor.demo.shop import CATALOGUE, MAX_QUANTITY
 
 TRAFFIC_HOST: Final = "127.0.0.1"

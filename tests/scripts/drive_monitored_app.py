@@ -18,7 +18,7 @@ from collections.abc import Callable
 from flask import Flask
 
 from otel_flask_monitor import FlaskMonitor, get_state
-from otel_flask_monitor.telemetry import owned_providers
+from otel_flask_monitor.process import PROCESS
 
 WAIT_SECONDS = 60.0
 _exit_from: list[float] = []
@@ -80,7 +80,7 @@ def main() -> None:
         json.dumps(
             {
                 "statuses": statuses,
-                "owned_providers": [type(p).__name__ for p in owned_providers()],
+                "owned_providers": [type(p).__name__ for p in PROCESS.telemetry.owned],
                 "health": state.telemetry.health.as_dict(),
             }
         ),
