@@ -14,20 +14,20 @@ from otel_flask_monitor.aggregates import AggregateStore
 from otel_flask_monitor.aggregates.multiprocess import MultiprocessAggregates
 from otel_flask_monitor.app_lifetime import bind_wsgi_app_weakly
 from otel_flask_monitor.attributes import AttributeBound
-from otel_flask_monitor.config import MonitorSettings, resolve_settings
+from otel_flask_monitor.config import resolve_settings
 from otel_flask_monitor.dashboard import build_blueprint
 from otel_flask_monitor.diagnostics import Diagnostics
 from otel_flask_monitor.dispatch import Consumer, FailureReporter, RecordDispatcher
 from otel_flask_monitor.errors import register_json_500
 from otel_flask_monitor.hooks import RequestLifecycle
 from otel_flask_monitor.instrumentation_guard import guard_instrumentation
-from otel_flask_monitor.objective_metrics import objective_consumer
+from otel_flask_monitor.objective_metrics import ObjectiveCounter, objective_counter
 from otel_flask_monitor.process import PROCESS
 from otel_flask_monitor.redaction import Redactor, instrumentation_captures_headers
 from otel_flask_monitor.signals import RecordSignals
 from otel_flask_monitor.spans import SpanWriter
 from otel_flask_monitor.state import EXTENSION_KEY, MonitorState, get_state
-from otel_flask_monitor.telemetry import Telemetry, setup_telemetry
+from otel_flask_monitor.telemetry import setup_telemetry
 
 __all__ = ["EXTENSION_KEY", "FlaskMonitor", "MonitorState", "get_state"]
 
@@ -69,7 +69,11 @@ class FlaskMonitor:
             instrumented_by_monitor = _instrument(app)
         PROCESS.system_metrics.start(telemetry.meter)  # once per process, however many apps
         failures = FailureReporter()
-        aggregates = AggregateStore.from_settings(settings)
+        objectives = objective_counter(settings, telemetry.meter, PROCESS.objective_metric)
+        # The aggregates count requests within each route's latency objective for the live view.
+        aggregates = AggregateStore.from_settings(
+            settings, objectives=objectives if settings.objectives else None
+        )
         diagnostics = Diagnostics(settings, telemetry.health, lambda: aggregates.has_recorded)
         redactor = Redactor(
             settings.redacted_headers,
@@ -94,7 +98,7 @@ class FlaskMonitor:
                 captured_headers=settings.captured_headers,
             ),
         )
-        dispatcher = RecordDispatcher(_consumers(settings, telemetry, signals, aggregates), failures)
+        dispatcher = RecordDispatcher(_consumers(signals, aggregates, objectives), failures)
         lifecycle = RequestLifecycle(
             settings,
             redactor=redactor,
@@ -126,13 +130,13 @@ class FlaskMonitor:
 
 
 def _consumers(
-    settings: MonitorSettings, telemetry: Telemetry, signals: RecordSignals, aggregates: AggregateStore
+    signals: RecordSignals, aggregates: AggregateStore, objectives: ObjectiveCounter
 ) -> list[tuple[str, Consumer]]:
     consumers: list[tuple[str, Consumer]] = []
     if signals.enabled:
         consumers.append(("signals", signals))
     consumers.append(("aggregates", aggregates.record))
-    consumers.append(objective_consumer(settings, telemetry.meter, PROCESS.objective_metric))
+    consumers.append(("objectives", objectives.record))
     return consumers
 
 

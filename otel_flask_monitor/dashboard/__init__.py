@@ -1,4 +1,4 @@
-"""The monitoring blueprint: ``/dashboard`` (HTML), ``/health`` and ``/stats`` (JSON).
+"""The monitoring blueprint: ``/dashboard`` (HTML), ``/health``, ``/stats`` and ``/stats/route`` (JSON).
 
 Every route is behind :meth:`~otel_flask_monitor.dashboard.access.DashboardAccess.check`; the page is
 static HTML plus a script that fetches the JSON and inserts every value as text, under a
@@ -16,6 +16,7 @@ from typing import Any, Final
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, url_for
 
 from otel_flask_monitor._version import __version__
+from otel_flask_monitor.aggregates.live_objectives import burning
 from otel_flask_monitor.dashboard.access import DashboardAccess, Denial
 from otel_flask_monitor.dashboard.login import LOGIN_ENDPOINTS, LOGIN_STYLESHEET, register_login_routes
 from otel_flask_monitor.export_status import NEVER_REACHED
@@ -68,7 +69,16 @@ def health_document(state: MonitorState, sample_system: Callable[[], Any]) -> di
         "telemetry": telemetry,
         "internal_failures": failures,
         "diagnostics": state.diagnostics.as_list(),
+        "objectives_burning": _objectives_burning(state),
     }
+
+
+def _objectives_burning(state: MonitorState) -> list[dict[str, Any]]:
+    """Routes whose objectives burn faster than the page alert's factor over both windows
+    (aggregates/live_objectives.py); read from the stats document only when objectives are declared."""
+    if not state.settings.objectives:
+        return []
+    return burning(state.stats_document().get("objectives", []))
 
 
 def build_blueprint() -> Blueprint:
@@ -146,8 +156,24 @@ def build_blueprint() -> Blueprint:
     def stats() -> Response:
         return jsonify(_state().stats_document())
 
+    @blueprint.get("/stats/route")
+    def route_stats() -> Response:
+        method, route = request.args.get("method"), request.args.get("route")
+        if not method or not route:
+            return _json_error(400, "give the route as ?method=GET&route=/items/<int:item_id> (its template)")
+        detail = _state().route_detail(method, route)
+        if detail is None:
+            return _json_error(404, "no request of this method and route in the window")
+        return jsonify(detail)
+
     register_login_routes(blueprint, BLUEPRINT_NAME, access)
     return blueprint
+
+
+def _json_error(status: int, message: str) -> Response:
+    response = jsonify(error=message)
+    response.status_code = status
+    return response
 
 
 def _is_login_resource(token: str | None) -> bool:
