@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from playwright.sync_api import Dialog, expect
+from playwright.sync_api import expect
 
 from otel_flask_monitor import FlaskMonitor
 from tests.browser import ARTIFACTS, ITEM_ROUTE, chromium, hit, serving
@@ -49,7 +49,7 @@ def test_a_route_row_opens_its_drill_down_and_markup_stays_text() -> None:
         for item_id in range(4):
             assert hit(server, "GET", f"/items/{item_id}") == 200
         assert hit(server, "GET", "/items/99") == 200
-        assert hit(server, "GET", '/echo/%3Cimg%20src=x%20onerror=%22alert(1)%22%3E') == 418
+        assert hit(server, "GET", "/echo/%3Cimg%20src=x%20onerror=%22alert(1)%22%3E") == 418
 
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
