@@ -14,6 +14,7 @@ from otel_flask_monitor.aggregates import AggregateStore
 from otel_flask_monitor.aggregates.counts import SLOWEST_PER_SLOT, STATUS_CODES_PER_ROUTE
 from otel_flask_monitor.aggregates.drill import HISTOGRAM_BARS
 from otel_flask_monitor.aggregates.sketch import bucket_bounds, latency_key
+from otel_flask_monitor.burn_rate import MIN_REQUESTS
 from otel_flask_monitor.objective_declarations import parse_objectives
 from otel_flask_monitor.objective_metrics import ObjectiveCounter
 from otel_flask_monitor.state import get_state
@@ -84,6 +85,18 @@ def test_a_route_burns_when_both_windows_burn_faster_than_the_page_factor() -> N
     assert rows["availability"]["burn_rate"] == pytest.approx(16.0)
     assert rows["availability"]["burning"] is True
     assert rows["latency"]["burning"] is False  # 10 ms each: all within 100 ms
+
+
+def test_a_nearly_idle_route_does_not_burn_on_its_first_failures() -> None:
+    clock = FakeClock()
+    store = store_with_objectives(clock)
+    for n in range(MIN_REQUESTS - 1):
+        store.record(make_record(ROUTE, status=500 if n < 3 else 200))
+    row = objective_rows(store.snapshot())["availability"]
+    assert row["burn_rate"] == pytest.approx(3 / (MIN_REQUESTS - 1) / 0.005)  # far past 14.4x
+    assert row["burning"] is False
+    store.record(make_record(ROUTE))
+    assert objective_rows(store.snapshot())["availability"]["burning"] is True
 
 
 def test_without_requests_the_figures_are_null_not_zero() -> None:

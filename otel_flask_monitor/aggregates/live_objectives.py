@@ -6,7 +6,8 @@ the route's threshold (counted when recorded, never read from the buckets), avai
 requests that were not server errors. Two windows, as the page alert of the generated Prometheus rules
 (burn_rate.BURN_ALERTS[0]): the last :data:`SHORT_WINDOW_SECONDS` (5 minutes) and the whole window
 (``window_seconds``; it stands in for the rules' 1 hour). A route is *burning* when both burn faster
-than :data:`BURNING_FACTOR` (14.4: 2 % of a 30-day budget per hour); docs/objectives.md.
+than :data:`BURNING_FACTOR` (14.4: 2 % of a 30-day budget per hour) and the window holds at least
+``burn_rate.MIN_REQUESTS`` requests, as the rules demand; docs/objectives.md.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from typing import Any, Final, Protocol
 
 from otel_flask_monitor.aggregates.counts import RouteCounts, RouteKey, Slot
 from otel_flask_monitor.aggregates.document import significant
-from otel_flask_monitor.burn_rate import BURN_ALERTS, attained_ratio, burn_rate, error_budget_left
+from otel_flask_monitor.burn_rate import (
+    BURN_ALERTS,
+    MIN_REQUESTS,
+    attained_ratio,
+    burn_rate,
+    error_budget_left,
+)
 from otel_flask_monitor.objectives import Latency, RouteObjectives
 
 SHORT_WINDOW_SECONDS: Final = BURN_ALERTS[0].short_seconds
@@ -116,7 +123,7 @@ def objective_rows(
                         "good": recent_good,
                         "burn_rate": _rounded(recent_burn),
                     },
-                    "burning": is_burning(window_burn, recent_burn),
+                    "burning": total >= MIN_REQUESTS and is_burning(window_burn, recent_burn),
                 }
             )
     return rows
