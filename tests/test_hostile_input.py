@@ -656,6 +656,7 @@ REMOTE_PATHS = ("/stats", "/health", "/dashboard", "/", "", "/static/dashboard.j
 STATS_ROUTE_ROW_BYTES = 400  # counters, rates, three latencies; plus the route (max_attribute_length)
 RECENT_ERROR_BYTES = 300  # plus the route, and path and user agent clipped to RECENT_ERROR_TEXT_LIMIT
 TIMELINE_ENTRY_BYTES = 200
+OBJECTIVE_ENTRY_BYTES = 500  # measured: 305, plus the route and the declaration's pattern
 
 
 @pytest.fixture(scope="module")
@@ -793,6 +794,8 @@ def stats_bound(app: Flask) -> int:
         * settings_.recent_errors
         * (RECENT_ERROR_BYTES + settings_.max_attribute_length + 2 * RECENT_ERROR_TEXT_LIMIT)
         + state.aggregates.slot_count * TIMELINE_ENTRY_BYTES
+        # With objectives declared: an entry per (method, route) pair and objective kind.
+        + 2 * settings_.max_routes * (OBJECTIVE_ENTRY_BYTES + settings_.max_attribute_length)
     )
 
 
