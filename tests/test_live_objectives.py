@@ -4,8 +4,11 @@ figures against hand-computed cases, on a store with a fake clock and through th
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from flask import Flask
 
@@ -13,12 +16,16 @@ from otel_flask_monitor import FlaskMonitor
 from otel_flask_monitor.aggregates import AggregateStore
 from otel_flask_monitor.aggregates.counts import SLOWEST_PER_SLOT, STATUS_CODES_PER_ROUTE
 from otel_flask_monitor.aggregates.drill import HISTOGRAM_BARS
+from otel_flask_monitor.aggregates.multiprocess import MultiprocessAggregates
 from otel_flask_monitor.aggregates.sketch import bucket_bounds, latency_key
+from otel_flask_monitor.aggregates.workers import Identity, process_start_ms
 from otel_flask_monitor.burn_rate import MIN_REQUESTS
 from otel_flask_monitor.objective_declarations import parse_objectives
 from otel_flask_monitor.objective_metrics import ObjectiveCounter
 from otel_flask_monitor.state import get_state
 from tests.test_aggregates import FakeClock, make_record
+from tests.test_aggregates_golden import SERVER, START, fixed_record
+from tests.test_multiprocess import worker_standing_in
 
 ROUTE = "/pay/<int:order>"
 OBJECTIVES = {f"GET {ROUTE}": {"latency": {"threshold_ms": 100, "target": 99}, "availability": 99.5}}
@@ -136,7 +143,7 @@ def test_the_drill_down_of_a_route_per_slot() -> None:
 
     detail = store.route_detail(("GET", ROUTE))
     assert detail is not None
-    assert (detail["method"], detail["route"]) == ("GET", ROUTE)
+    assert (detail["method"], detail["route"], detail["per_process"]) == ("GET", ROUTE, True)
     assert len(detail["timeline"]) == 90
     first, second = detail["timeline"][-2:]
     assert (first["requests"], first["client_errors"], first["server_errors"]) == (8, 1, 0)
@@ -276,3 +283,61 @@ def test_the_route_detail_is_behind_the_same_access_check_as_stats() -> None:
         "/monitoring/stats/route", query_string=query, headers=authorized, environ_base=remote
     )
     assert answer.status_code == 200
+
+
+# -- across workers: the files give what one store holding every request gives ------------------------
+
+
+@pytest.fixture
+def other_worker() -> Iterator[Identity]:
+    with worker_standing_in(SERVER) as identity:
+        yield identity
+
+
+def test_merged_from_the_files_the_drill_down_and_objectives_equal_one_store_of_every_request(
+    tmp_path: Path, other_worker: Identity
+) -> None:
+    clock = FakeClock(START)
+    policy = parse_objectives(
+        "objectives", {"default": {"latency": {"threshold_ms": 2, "target": 99}, "availability": 99}}
+    )
+
+    def new_store() -> AggregateStore:
+        counter = ObjectiveCounter(policy, max_routes=50)
+        return AggregateStore(
+            window_seconds=60,
+            slot_seconds=10,
+            max_routes=50,
+            recent_errors=3,
+            clock=clock,
+            objectives=counter,
+        )
+
+    mine, theirs, everything = new_store(), new_store(), new_store()
+    own_pid = psutil.Process().pid
+    own_start = process_start_ms(own_pid)
+    assert own_start is not None
+    writer = MultiprocessAggregates(theirs, str(tmp_path), identity=other_worker)
+    reader = MultiprocessAggregates(mine, str(tmp_path), identity=Identity(own_pid, own_start, SERVER))
+    for number in range(420):  # 155 s: slots close, and leave the 60 s window
+        clock.advance(0.37)
+        request = fixed_record(number)
+        everything.record(request)
+        (theirs if number % 3 else mine).record(request)
+        if number % 7 == 0:
+            writer.write()
+            reader.snapshot()  # the reader follows the window as it moves
+    writer.write()
+
+    merged, single = reader.snapshot(), everything.snapshot()
+    assert merged["objectives"] == single["objectives"]
+    assert {row["objective"] for row in merged["objectives"]} == {"latency", "availability"}
+    for row in single["routes"]:
+        key = (row["method"], row["route"])
+        detail, expected = reader.route_detail(key), everything.route_detail(key)
+        assert detail is not None
+        assert expected is not None
+        assert (detail.pop("per_process"), detail.pop("served_by")) == (False, own_pid)
+        expected.pop("per_process")
+        assert detail == expected, key
+        assert detail["slowest"]

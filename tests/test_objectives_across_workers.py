@@ -18,13 +18,12 @@ import requests
 
 from tests.objective_app import SLOW_SECONDS
 from tests.real_processes import Gunicorn, base_env, drive, free_port
-from tests.test_multiprocess_aggregates import wait_for_fresh_files
+from tests.test_multiprocess_aggregates import WAIT_SECONDS, wait_for_fresh_files
 
 FAST: Final = 30
 SLOW: Final = 6
 FAILED: Final = 8
 TOTAL: Final = FAST + SLOW + FAILED
-WAIT_SECONDS: Final = 60.0
 
 
 class Reads:

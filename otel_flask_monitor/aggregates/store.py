@@ -329,9 +329,12 @@ class AggregateStore:
         now = self.clock()
         state = self.window_state()
         window = self.window_of(now, [state.newest_number])
-        return self.route_detail_of(
+        detail = self.route_detail_of(
             key, [route_slots_of(state.slots(), key)], now, window, state.started_unix
         )
+        if detail is not None:
+            detail["per_process"] = True
+        return detail
 
     def route_detail_of(
         self,
