@@ -228,24 +228,14 @@ def test_simulate_error_is_the_monitors_json_500_with_the_trace_id(
 def test_service_name_falls_back_to_shop(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without OTEL_SERVICE_NAME the demo's records are labelled service_name="shop" in Loki; with
     it, the variable wins. (The providers of this test process are set up already, so the resource
-    the monitor would build is rebuilt from exactly what the demo's init_app passed.)"""
-    from otel_flask_monitor import extension
+    the monitor would build is rebuilt from the demo app's settings and name.)"""
     from otel_flask_monitor.telemetry import build_resource
 
     for name in ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
         monkeypatch.delenv(name, raising=False)
-    passed: list[dict[str, Any]] = []
-    real_setup = extension.setup_telemetry
+    app = create_app()
 
-    def recording_setup(*args: Any, **options: Any) -> Any:
-        passed.append(options)
-        return real_setup(*args, **options)
-
-    monkeypatch.setattr(extension, "setup_telemetry", recording_setup)
-    create_app()
-
-    (options,) = passed
-    names = (options["service_name"], options["fallback_service_name"])
+    names = (get_state(app).settings.service_name, app.name)
     assert build_resource(*names).attributes["service.name"] == "shop"
     monkeypatch.setenv("OTEL_SERVICE_NAME", "checkout")
     assert build_resource(*names).attributes["service.name"] == "checkout"
