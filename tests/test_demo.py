@@ -32,9 +32,9 @@ from otel_flask_monitor.demo.__main__ import (
 )
 from otel_flask_monitor.demo.shop import CATALOGUE, MAX_QUANTITY, OutOfStockError, Shop
 from otel_flask_monitor.diagnostics import finding
-from tests.browser import serving
 from tests.conftest import Exported
-from tests.real_processes import free_port, stop_process
+from tests.support.browser import serving
+from tests.support.real_processes import FAST_EXPORT, free_port, stop_process
 
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -436,8 +436,7 @@ def test_module_explains_a_missing_collector_once_and_drives_itself(tmp_path: Pa
     closed_port = free_port()  # nothing listens there: the "no Collector" case
     env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
     env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{closed_port}"
-    env["OTEL_BSP_SCHEDULE_DELAY"] = "200"
-    env["OTEL_BLRP_SCHEDULE_DELAY"] = "200"
+    env.update(FAST_EXPORT)
     stderr_path = tmp_path / "demo.stderr"
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(

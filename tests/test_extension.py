@@ -9,8 +9,8 @@ from flask import Flask
 
 from otel_flask_monitor import AggregateStore, ConfigError, FlaskMonitor, RequestRecord, get_state
 from otel_flask_monitor.config import OPTIONS, resolve_settings
-from tests.apps import build_app
 from tests.conftest import Exported
+from tests.support.apps import build_app
 from tests.support.clock import FakeClock
 
 

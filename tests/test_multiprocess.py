@@ -35,7 +35,7 @@ from otel_flask_monitor.multiprocess import (
     resolve_directory,
 )
 from otel_flask_monitor.record import ExceptionInfo
-from tests.apps import build_app
+from tests.support.apps import build_app
 from tests.test_aggregates import FakeClock, make_record
 
 SERVER = "1-1"
