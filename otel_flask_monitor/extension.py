@@ -91,9 +91,7 @@ class FlaskMonitor:
             instrumented_by_monitor = _instrument(app)
         PROCESS.system_metrics.start(telemetry.meter)  # once per process, however many apps
         failures = FailureReporter()
-        if aggregates is None:
-            aggregates = AggregateStore.from_settings(settings, clock)
-        store = aggregates
+        store = aggregates if aggregates is not None else AggregateStore.from_settings(settings, clock)
         diagnostics = Diagnostics(settings, telemetry.health, lambda: store.has_recorded)
         redactor = Redactor(
             settings.redacted_headers,
@@ -119,7 +117,7 @@ class FlaskMonitor:
             ),
         )
         dispatcher = RecordDispatcher(
-            [*_consumers(settings, telemetry, signals, aggregates), *consumers], failures
+            [*_consumers(settings, telemetry, signals, store), *consumers], failures
         )
         lifecycle = RequestLifecycle(
             settings,
@@ -142,12 +140,12 @@ class FlaskMonitor:
         )
         exchange = None
         if settings.multiprocess_dir is not None:
-            exchange = MultiprocessAggregates(aggregates, settings.multiprocess_dir, failures=failures)
+            exchange = MultiprocessAggregates(store, settings.multiprocess_dir, failures=failures)
             exchange.start()
             # Its writer thread and files go with the app (or at exit), not with the process.
             weakref.finalize(app, exchange.close)
         app.extensions[EXTENSION_KEY] = MonitorState(
-            settings, telemetry, failures, lifecycle, aggregates, diagnostics, exchange
+            settings, telemetry, failures, lifecycle, store, diagnostics, exchange
         )
 
 
