@@ -25,7 +25,7 @@ from flask import Flask
 from otel_flask_monitor.aggregates.workers import AUTO as MULTIPROCESS_AUTO
 from otel_flask_monitor.config import resolve_settings
 from otel_flask_monitor.system_metrics import ProcessSampler, register_instruments
-from tests.prometheus_names import prometheus_metric_name
+from tests.support.prometheus_names import prometheus_metric_name
 
 REPO: Final = Path(__file__).resolve().parent.parent
 COMPOSE_SCHEMA: Final = REPO / "tests" / "data" / "compose-spec.json"
@@ -781,7 +781,7 @@ def _alertmanager_config(services: dict[str, dict[str, Any]]) -> tuple[Path, dic
 def test_prometheus_loads_the_objective_rules_and_alerts_alertmanager(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    from tests import promtool
+    from tests.support import promtool
 
     assert _rule_files(services) == [OBJECTIVE_RULES]
     promtool.check_rules(OBJECTIVE_RULES)
@@ -855,7 +855,7 @@ def test_the_alert_log_receiver_writes_one_line_per_alert() -> None:
 
     import requests
 
-    from tests.real_processes import free_port, stop_process
+    from tests.support.real_processes import free_port, stop_process
 
     port = free_port()
     process = subprocess.Popen(

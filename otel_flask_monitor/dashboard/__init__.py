@@ -71,9 +71,10 @@ def health_document(state: MonitorState, sample_system: Callable[[], Any]) -> di
     }
 
 
-def build_blueprint() -> Blueprint:
-    """A fresh blueprint per app (each app mounts it at its own ``url_prefix``)."""
-    access = DashboardAccess()
+def build_blueprint(clock: Callable[[], float] = time.time) -> Blueprint:
+    """A fresh blueprint per app (each app mounts it at its own ``url_prefix``); ``clock`` (Unix
+    seconds) times its login sessions."""
+    access = DashboardAccess(clock)
     blueprint = Blueprint(
         BLUEPRINT_NAME,
         __name__,

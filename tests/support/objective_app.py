@@ -1,4 +1,4 @@
-"""An app with objectives for the CLI tests: ``tests.objective_app:app`` and ``:create_app()``."""
+"""An app with objectives for the CLI tests: ``tests.support.objective_app:app`` and ``:create_app()``."""
 
 from __future__ import annotations
 
