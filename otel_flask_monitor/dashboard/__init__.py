@@ -13,14 +13,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from otel_flask_monitor._version import __version__
 from otel_flask_monitor.dashboard.access import DashboardAccess, Denial
 from otel_flask_monitor.dashboard.login import LOGIN_ENDPOINTS, LOGIN_STYLESHEET, register_login_routes
+from otel_flask_monitor.endpoints import app_endpoints, endpoints_section
 from otel_flask_monitor.export_status import NEVER_REACHED
 from otel_flask_monitor.process import PROCESS
 from otel_flask_monitor.state import MonitorState, get_state
+from otel_flask_monitor.trace_links import with_trace_urls
 
 BLUEPRINT_NAME: Final = "otel_flask_monitor"
 
@@ -69,6 +81,18 @@ def health_document(state: MonitorState, sample_system: Callable[[], Any]) -> di
         "internal_failures": failures,
         "diagnostics": state.diagnostics.as_list(),
     }
+
+
+def answers_document(state: MonitorState, app: Flask) -> dict[str, Any]:
+    """The ``/monitoring/stats`` JSON: the aggregates' document, each trace id with its link
+    (``trace_url``), and the app's endpoints marked called or not (schema: docs/dashboard.md)."""
+    document = state.stats_document()
+    settings = state.settings
+    for name in ("recent_errors", "recent_client_errors"):
+        document[name] = with_trace_urls(document[name], settings.trace_url_template)
+    endpoints = app_endpoints(app.url_map.iter_rules(), BLUEPRINT_NAME, settings.max_attribute_length)
+    document.update(endpoints_section(endpoints, document["routes"], document["max_routes"]))
+    return document
 
 
 def build_blueprint() -> Blueprint:
@@ -144,7 +168,7 @@ def build_blueprint() -> Blueprint:
 
     @blueprint.get("/stats")
     def stats() -> Response:
-        return jsonify(_state().stats_document())
+        return jsonify(answers_document(_state(), current_app))
 
     register_login_routes(blueprint, BLUEPRINT_NAME, access)
     return blueprint
