@@ -22,25 +22,22 @@ _INVALID_TRACE_ID: Final = "0" * 32  # W3C Trace Context: all zeros is not a tra
 _NOT_IN_A_URL: Final = re.compile(r"[\x00-\x20\x7f]")
 
 
-class TraceUrlTemplateError(ValueError):
-    """``trace_url_template`` is not an http(s) URL with ``{trace_id}`` outside its host."""
-
-
-def check_trace_url_template(template: str) -> str:
+def check_trace_url_template(name: str, template: str, error: type[Exception] = ValueError) -> str:
     """``template`` when it makes safe links: http or https, a host, ``{trace_id}`` in path, query
-    or fragment (string replacement, so a Grafana ``panes`` JSON keeps its other braces)."""
+    or fragment (string replacement, so a Grafana ``panes`` JSON keeps its other braces); else
+    ``error`` naming the setting ``name``."""
     if PLACEHOLDER not in template:
-        raise TraceUrlTemplateError(f"must contain {PLACEHOLDER}, got {template!r}")
+        raise error(f"{name}: must contain {PLACEHOLDER}, got {template!r}")
     if _NOT_IN_A_URL.search(template):
-        raise TraceUrlTemplateError(f"must not contain spaces or control characters, got {template!r}")
+        raise error(f"{name}: must not contain spaces or control characters, got {template!r}")
     try:
         parts = urlsplit(template)
-    except ValueError as error:
-        raise TraceUrlTemplateError(f"is not a URL ({error}): {template!r}") from None
+    except ValueError as problem:
+        raise error(f"{name}: is not a URL ({problem}): {template!r}") from None
     if parts.scheme.lower() not in LINK_SCHEMES or not parts.netloc:
-        raise TraceUrlTemplateError(f"must be an http:// or https:// URL with a host, got {template!r}")
+        raise error(f"{name}: must be an http:// or https:// URL with a host, got {template!r}")
     if "{" in parts.netloc:
-        raise TraceUrlTemplateError(f"{PLACEHOLDER} must not be in the host, got {template!r}")
+        raise error(f"{name}: {PLACEHOLDER} must not be in the host, got {template!r}")
     return template
 
 

@@ -416,7 +416,7 @@
 
   var ENDPOINT_STATES = {
     false: ["never called", "muted"],
-    null: ["not known: counted under <other>?", "muted"],
+    null: ["maybe called (under <other>)", "muted"],
   };
 
   function renderEndpoints(stats) {
