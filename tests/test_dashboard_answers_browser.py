@@ -14,9 +14,9 @@ from opentelemetry.trace import format_trace_id
 from playwright.sync_api import ConsoleMessage, Dialog, Route, expect
 from werkzeug.serving import BaseWSGIServer
 
-from otel_flask_monitor import FlaskMonitor
 from tests.browser import ARTIFACTS, chromium, hit, serving
 from tests.conftest import Exported
+from tests.test_endpoints import shop
 
 TRACE_URL_TEMPLATE = "https://traces.example/explore?left=%7B%22query%22%3A%22{trace_id}%22%7D&orgId=1"
 # URL rules whose template is markup (a converter's argument may hold any text).
@@ -28,25 +28,17 @@ pytestmark = pytest.mark.slow
 
 
 def answers_app() -> Flask:
-    app = Flask("answers-shop")
+    """The endpoint tests' shop with trace links, and two URL rules whose templates are markup."""
+    app = shop(trace_url_template=TRACE_URL_TEMPLATE)
 
-    @app.route("/items/<int:item_id>", methods=["GET", "DELETE"])
-    def item(item_id: int) -> Any:
-        return {"id": item_id}
-
-    @app.post("/orders")
-    def order() -> Any:
-        return {"ok": True}, 201
-
-    @app.get(CALLED_MARKUP_RULE)
     def tag(tag: str) -> Any:
         raise MarkupError("<b>not bold</b>")
 
-    @app.get(UNCALLED_MARKUP_RULE)
     def label(label: str) -> Any:
         return {"label": label}
 
-    FlaskMonitor(app, trace_url_template=TRACE_URL_TEMPLATE)
+    app.add_url_rule(CALLED_MARKUP_RULE, view_func=tag)
+    app.add_url_rule(UNCALLED_MARKUP_RULE, view_func=label)
     return app
 
 
@@ -94,15 +86,18 @@ def test_unused_endpoints_and_trace_links_in_chromium(server: BaseWSGIServer, ex
 
         # The endpoints nobody called, with their methods; the called ones, the monitor's own routes,
         # static files and the HEAD/OPTIONS Flask adds by itself are not among them.
-        expect(page.locator("#unused-summary")).to_contain_text("3 of 5 endpoints")
+        expect(page.locator("#unused-summary")).to_contain_text("6 of 8 endpoints")
         unused = page.eval_on_selector_all(
             "#unused-rows tr",
             "rows => rows.map(r => [r.getAttribute('data-method'), r.querySelector('td.route').textContent])",
         )
         assert sorted(map(tuple, unused)) == [
             ("DELETE", "/items/<int:item_id>"),
+            ("GET", "/admin/users"),
             ("GET", UNCALLED_MARKUP_RULE),
+            ("OPTIONS", "/cors"),
             ("POST", "/orders"),
+            ("PURGE", "/cache"),
         ]
 
         # The markup rule that was called is a row of the routes table, as text.
