@@ -9,7 +9,7 @@ Content-Security-Policy that allows no inline script. With ``access_token`` set,
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -18,9 +18,11 @@ from flask import Blueprint, Response, current_app, jsonify, redirect, render_te
 from otel_flask_monitor._version import __version__
 from otel_flask_monitor.dashboard.access import DashboardAccess, Denial
 from otel_flask_monitor.dashboard.login import LOGIN_ENDPOINTS, LOGIN_STYLESHEET, register_login_routes
+from otel_flask_monitor.endpoints import UrlRule, app_endpoints, endpoints_section
 from otel_flask_monitor.export_status import NEVER_REACHED
 from otel_flask_monitor.process import PROCESS
 from otel_flask_monitor.state import MonitorState, get_state
+from otel_flask_monitor.trace_links import with_trace_urls
 
 BLUEPRINT_NAME: Final = "otel_flask_monitor"
 
@@ -69,6 +71,19 @@ def health_document(state: MonitorState, sample_system: Callable[[], Any]) -> di
         "internal_failures": failures,
         "diagnostics": state.diagnostics.as_list(),
     }
+
+
+def answers_document(state: MonitorState, rules: Iterable[UrlRule]) -> dict[str, Any]:
+    """The ``/monitoring/stats`` JSON: the aggregates' document, each trace id with its link
+    (``trace_url``), and the endpoints of the app's URL ``rules`` marked called or not (schema:
+    docs/dashboard.md)."""
+    document = state.stats_document()
+    settings = state.settings
+    for name in ("recent_errors", "recent_client_errors"):
+        document[name] = with_trace_urls(document[name], settings.trace_url_template)
+    endpoints = app_endpoints(rules, BLUEPRINT_NAME, settings.max_attribute_length)
+    document.update(endpoints_section(endpoints, document["routes"], document["max_routes"]))
+    return document
 
 
 def build_blueprint(clock: Callable[[], float] = time.time) -> Blueprint:
@@ -145,7 +160,7 @@ def build_blueprint(clock: Callable[[], float] = time.time) -> Blueprint:
 
     @blueprint.get("/stats")
     def stats() -> Response:
-        return jsonify(_state().stats_document())
+        return jsonify(answers_document(_state(), current_app.url_map.iter_rules()))
 
     register_login_routes(blueprint, BLUEPRINT_NAME, access)
     return blueprint
