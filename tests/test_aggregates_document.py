@@ -9,6 +9,7 @@ from pathlib import Path
 from otel_flask_monitor.aggregates.counts import COUNTERS, RouteCounts
 from otel_flask_monitor.aggregates.document import route_row, route_rows, stats_document, timeline_entry
 from otel_flask_monitor.aggregates.sketch import latency_key
+from otel_flask_monitor.endpoints import endpoints_section
 
 DASHBOARD_DOC = Path(__file__).parent.parent / "docs" / "dashboard.md"
 
@@ -102,8 +103,9 @@ def test_the_document_has_the_documented_keys_in_order() -> None:
         recent_client_errors=[],
     )
     example = documented_example()
-    # The example ends with per_process, which the caller adds.
-    assert [*document, "per_process"] == list(example)
+    # The store's snapshot adds per_process, then the route adds the app's endpoints.
+    endpoint_keys = list(endpoints_section([], [], 200))
+    assert [*document, "per_process", *endpoint_keys] == list(example)
     assert list(document["totals"]) == list(example["totals"])  # type: ignore[arg-type]
     assert list(document["timeline"][0]) == list(example["timeline"][0])  # type: ignore[index]
     assert document["covered_seconds"] == 1.235
