@@ -37,7 +37,6 @@ from flask import Flask
 from otel_flask_monitor import FlaskMonitor, get_state
 from otel_flask_monitor.aggregates import AggregateStore
 from otel_flask_monitor.config import resolve_settings
-from otel_flask_monitor.extension import EXTENSION_KEY
 from otel_flask_monitor.objective_declarations import parse_objectives
 from otel_flask_monitor.objective_metrics import ObjectiveCounter
 from otel_flask_monitor.record import RequestRecord
@@ -234,8 +233,10 @@ def bench_memory_and_stats(max_routes: int, records_per_route_slot: int, repeat:
         f"{delta / cells:.0f} bytes per (route, slot)"
     )
 
-    state = get_state(app)
-    app.extensions[EXTENSION_KEY] = dataclasses.replace(state, aggregates=store)
+    full_app = Flask("bench-full")
+    full_app.get("/ping")(lambda: "pong")
+    FlaskMonitor(setup_telemetry=False, instrument_flask=False).init_app(full_app, aggregates=store)
+    client = full_app.test_client()
     first_snapshot_ms = median_ms(store.snapshot, 1)
     snapshot_ms = median_ms(store.snapshot, repeat)
     full_stats_ms = median_ms(lambda: client.get("/monitoring/stats"), repeat)

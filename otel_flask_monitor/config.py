@@ -20,6 +20,7 @@ from otel_flask_monitor.objective_declarations import parse_objectives
 from otel_flask_monitor.objectives import NO_OBJECTIVES, ObjectiveError, ObjectivePolicy
 from otel_flask_monitor.record import MAX_CAPTURED_HEADERS, MAX_HEADER_NAME_BYTES
 from otel_flask_monitor.redaction import utf8_length
+from otel_flask_monitor.trace_links import check_trace_url_template
 
 AccessCheck = Callable[[Request], bool]
 
@@ -164,6 +165,11 @@ def _parse_access_check(name: str, value: object) -> AccessCheck | None:
     raise ConfigError(f"{name}: expected a callable taking the request and returning bool, got {value!r}")
 
 
+def _parse_trace_url(name: str, value: object) -> str | None:
+    text = _parse_optional_str(name, value)
+    return None if text is None else check_trace_url_template(name, text, ConfigError)
+
+
 def _parse_objectives(name: str, value: object) -> ObjectivePolicy:
     try:
         return parse_objectives(name, value)
@@ -203,6 +209,7 @@ class MonitorSettings:
     slot_seconds: int = 10
     max_routes: int = 200
     recent_errors: int = 50
+    trace_url_template: str | None = None
     multiprocess_dir: str | None = None
     objectives: ObjectivePolicy = NO_OBJECTIVES
 
@@ -343,6 +350,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("slot_seconds", _parse_int, "Width of one slot of the rolling window."),
     Option("max_routes", _parse_int, "Most (method, route) pairs tracked; the rest share `<other>`."),
     Option("recent_errors", _parse_int, "How many recent errors the dashboard keeps."),
+    Option("trace_url_template", _parse_trace_url, "Link each trace id to this http(s) URL `{trace_id}`."),
     Option(
         "multiprocess_dir",
         _parse_optional_str,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import weakref
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask
@@ -40,6 +42,7 @@ class FlaskMonitor:
 
     Keyword options override ``app.config["OTEL_FLASK_MONITOR_<NAME>"]``, which overrides the
     environment variable of the same name, which overrides the default (docs/configuration.md).
+    What is not a setting (a store, a clock, more consumers) goes to :meth:`init_app`.
     """
 
     def __init__(self, app: Flask | None = None, **options: Any) -> None:
@@ -48,7 +51,27 @@ class FlaskMonitor:
         if app is not None:
             self.init_app(app)
 
-    def init_app(self, app: Flask) -> None:
+    def init_app(
+        self,
+        app: Flask,
+        *,
+        aggregates: AggregateStore | None = None,
+        clock: Callable[[], float] = time.time,
+        consumers: Iterable[tuple[str, Consumer]] = (),
+    ) -> None:
+        """Monitor ``app``. The keywords are the seams for tests, benchmarks and extensions
+        (docs/configuration.md#seams-for-tests-benchmarks-and-extensions):
+
+        - ``aggregates``: the store this app's records feed and ``/monitoring/stats`` reads, e.g. one
+          filled beforehand; it keeps its own window, route cap and clock, and its objectives if it has
+          some (else it counts the app's; without ``aggregates``, one built from the settings, on
+          ``clock``);
+        - ``clock``: Unix seconds, for the rolling window the monitor builds and for login-session
+          expiry;
+        - ``consumers``: ``(name, callable)`` pairs given each finished
+          :class:`~otel_flask_monitor.record.RequestRecord` after the monitor's own; one that raises
+          is counted as ``consumer '<name>'`` in ``/monitoring/health`` and never reaches the request.
+        """
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError(
                 f"otel_flask_monitor is already registered on app {app.name!r}; "
@@ -71,10 +94,14 @@ class FlaskMonitor:
         failures = FailureReporter()
         objectives = objective_counter(settings, telemetry.meter, PROCESS.objective_metric)
         # The aggregates count requests within each route's latency objective for the live view.
-        aggregates = AggregateStore.from_settings(
-            settings, objectives=objectives if settings.objectives else None
-        )
-        diagnostics = Diagnostics(settings, telemetry.health, lambda: aggregates.has_recorded)
+        live_objectives = objectives if settings.objectives else None
+        if aggregates is None:
+            store = AggregateStore.from_settings(settings, clock, objectives=live_objectives)
+        else:
+            store = aggregates
+            if store.objectives is None:
+                store.objectives = live_objectives
+        diagnostics = Diagnostics(settings, telemetry.health, lambda: store.has_recorded)
         redactor = Redactor(
             settings.redacted_headers,
             settings.redacted_query_params,
@@ -98,7 +125,7 @@ class FlaskMonitor:
                 captured_headers=settings.captured_headers,
             ),
         )
-        dispatcher = RecordDispatcher(_consumers(signals, aggregates, objectives), failures)
+        dispatcher = RecordDispatcher([*_consumers(signals, store, objectives), *consumers], failures)
         lifecycle = RequestLifecycle(
             settings,
             redactor=redactor,
@@ -112,7 +139,7 @@ class FlaskMonitor:
         if settings.json_errors:
             register_json_500(app)
         if settings.dashboard_enabled:
-            app.register_blueprint(build_blueprint(), url_prefix=settings.url_prefix)
+            app.register_blueprint(build_blueprint(clock), url_prefix=settings.url_prefix)
         guard_instrumentation(
             app,
             settings.url_prefix if settings.dashboard_enabled else None,
@@ -120,12 +147,12 @@ class FlaskMonitor:
         )
         exchange = None
         if settings.multiprocess_dir is not None:
-            exchange = MultiprocessAggregates(aggregates, settings.multiprocess_dir, failures=failures)
+            exchange = MultiprocessAggregates(store, settings.multiprocess_dir, failures=failures)
             exchange.start()
             # Its writer thread and files go with the app (or at exit), not with the process.
             weakref.finalize(app, exchange.close)
         app.extensions[EXTENSION_KEY] = MonitorState(
-            settings, telemetry, failures, lifecycle, aggregates, diagnostics, exchange
+            settings, telemetry, failures, lifecycle, store, diagnostics, exchange
         )
 
 

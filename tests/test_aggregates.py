@@ -23,17 +23,7 @@ import otel_flask_monitor.aggregates as package
 from otel_flask_monitor.aggregates import OVERFLOW_ROUTE, AggregateStore
 from otel_flask_monitor.config import resolve_settings
 from otel_flask_monitor.record import UNMATCHED_ROUTE, ExceptionInfo, RequestRecord
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.clock import FakeClock
 
 
 def new_store(clock: Callable[[], float] = time.time, **options: int) -> AggregateStore:

@@ -10,6 +10,7 @@ from otel_flask_monitor.aggregates.counts import COUNTERS, RouteCounts
 from otel_flask_monitor.aggregates.document import route_row, route_rows, stats_document, timeline_entry
 from otel_flask_monitor.aggregates.live_objectives import objective_rows
 from otel_flask_monitor.aggregates.sketch import latency_key
+from otel_flask_monitor.endpoints import endpoints_section
 from otel_flask_monitor.objective_declarations import parse_objectives
 from otel_flask_monitor.objectives import AppRoute
 
@@ -106,8 +107,9 @@ def test_the_document_has_the_documented_keys_in_order() -> None:
     )
     example = documented_example()
     # The example ends with objectives (the merger adds them when objectives are declared) and
-    # per_process, which the caller adds.
-    assert [*document, "objectives", "per_process"] == list(example)
+    # per_process (the store's snapshot), then the route adds the app's endpoints.
+    endpoint_keys = list(endpoints_section([], [], 200))
+    assert [*document, "objectives", "per_process", *endpoint_keys] == list(example)
     policy = parse_objectives("objectives", {"GET /a": {"latency": {"threshold_ms": 300, "target": 99}}})
     (row,) = objective_rows(policy.table([AppRoute("/a", frozenset({"GET"}), "a")]), {}, {})
     assert list(row) == list(example["objectives"][0])  # type: ignore[index]

@@ -20,12 +20,13 @@ from otel_flask_monitor import aggregates
 from otel_flask_monitor.aggregates.multiprocess import MultiprocessAggregates
 from otel_flask_monitor.aggregates.store import _LIVE_STORES
 from otel_flask_monitor.aggregates.workers import Identity
-from tests.real_processes import Gunicorn, base_env, free_port
-from tests.test_aggregates import FakeClock, make_record, new_store
+from tests.support.clock import FakeClock
+from tests.support.real_processes import Gunicorn, base_env, free_port
+from tests.test_aggregates import make_record, new_store
 
 WORKERS = 2
 READS = 20
-WARM_UP_ROUTE = "/health-check"  # tests/apps.py; served by the master of tests/preload_app.py
+WARM_UP_ROUTE = "/health-check"  # tests/support/apps.py; served by the master of tests/support/preload_app.py
 WARM_UP_REQUESTS = 5
 
 
@@ -75,7 +76,7 @@ def test_preload_workers_do_not_show_the_masters_requests(tmp_path: Path) -> Non
         WARM_UP_ROUTE=WARM_UP_ROUTE,
         WARM_UP_REQUESTS=str(WARM_UP_REQUESTS),
     )
-    app = "tests.preload_app:app"
+    app = "tests.support.preload_app:app"
     with Gunicorn(env, tmp_path, workers=WORKERS, preload=True, app=app, name="preload") as server:
         assert requests.get(server.base_url + "/items/1", timeout=10).status_code == 200
         for _ in range(READS):

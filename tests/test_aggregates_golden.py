@@ -25,7 +25,8 @@ from otel_flask_monitor.aggregates import AggregateStore
 from otel_flask_monitor.aggregates.multiprocess import MultiprocessAggregates
 from otel_flask_monitor.aggregates.workers import Identity, process_start_ms
 from otel_flask_monitor.record import ExceptionInfo, RequestRecord
-from tests.test_aggregates import FakeClock, make_record
+from tests.support.clock import FakeClock
+from tests.test_aggregates import make_record
 from tests.test_multiprocess import worker_standing_in
 
 GOLDEN = Path(__file__).parent / "golden"

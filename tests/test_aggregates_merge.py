@@ -10,7 +10,8 @@ from collections.abc import Hashable
 from otel_flask_monitor.aggregates.counts import SLOWEST_PER_SLOT, RouteCounts, Slot, SummedSlots, summed
 from otel_flask_monitor.aggregates.merge import Counted, RunningSums, WindowState, fold, window_bounds
 from otel_flask_monitor.aggregates.sketch import latency_key
-from tests.test_aggregates import FakeClock, make_record, new_store
+from tests.support.clock import FakeClock
+from tests.test_aggregates import make_record, new_store
 
 ROUTES = [("GET", f"/r{number}") for number in range(6)]
 

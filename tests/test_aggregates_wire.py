@@ -23,7 +23,8 @@ from otel_flask_monitor.aggregates.wire import (
     encode_state,
     encode_summed,
 )
-from tests.test_aggregates import FakeClock, make_record, new_store
+from tests.support.clock import FakeClock
+from tests.test_aggregates import make_record, new_store
 from tests.test_aggregates_merge import random_slot, sum_of
 
 HEADER = WorkerHeader(pid=42, start_ms=1000, server="1-1", window_seconds=60, slot_seconds=10)

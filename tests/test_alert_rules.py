@@ -28,7 +28,7 @@ from otel_flask_monitor.alert_rules import (
 )
 from otel_flask_monitor.objective_declarations import parse_objectives
 from otel_flask_monitor.objectives import AppRoute, Kind
-from tests import promtool
+from tests.support import promtool
 
 SERVICE: Final = "shop"
 DECLARATION: Final = {

@@ -20,7 +20,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from otel_flask_monitor import FlaskMonitor
 from otel_flask_monitor.extension import get_state
-from tests.apps import build_app
+from tests.support.apps import build_app
 
 
 @contextmanager

@@ -23,6 +23,7 @@ LAYERS: Final = (
     "streaming",
     "burn_rate",
     "otlp_wire",
+    "trace_links",
     # The record (what one request leaves), and what is declared: objectives and the settings.
     "record",
     "objectives",
@@ -57,6 +58,7 @@ LAYERS: Final = (
     "app_lifetime",
     # One app's state, and the routes that serve it.
     "state",
+    "endpoints",
     "dashboard.sessions",
     "dashboard.access",
     "dashboard.login",

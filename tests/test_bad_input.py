@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from tests.apps import build_app
 from tests.conftest import Exported
+from tests.support.apps import build_app
 
 ATTRIBUTE_LIMIT = 1024  # the documented default of max_attribute_length
 STACKTRACE_LIMIT = 8192

@@ -11,8 +11,8 @@ from typing import Final
 
 import pytest
 
-from tests.otlp_sink import SPAN_KIND_SERVER, OtlpSink
-from tests.real_processes import require_tool
+from tests.support.otlp_sink import SPAN_KIND_SERVER, OtlpSink
+from tests.support.real_processes import require_tool
 
 BENCHMARKS: Final = Path(__file__).resolve().parents[1] / "benchmarks"
 # Modules there that are not benchmarks themselves (imported by the others).

@@ -1,4 +1,4 @@
-"""``python -m otel_flask_monitor rules|validate`` on a real app module (tests/objective_app.py)."""
+"""``python -m otel_flask_monitor rules|validate`` on a real app module (tests/support/objective_app.py)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import yaml
 
 from otel_flask_monitor.alert_rules import ALERT_NAME
 from otel_flask_monitor.cli import main
-from tests import promtool
+from tests.support import promtool
 
 REPO: Final = Path(__file__).resolve().parent.parent
-FACTORY: Final = "tests.objective_app:create_app()"
+FACTORY: Final = "tests.support.objective_app:create_app()"
 
 
 @pytest.fixture(autouse=True)
@@ -64,12 +64,15 @@ def test_service_name_and_min_requests(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("OTEL_SERVICE_NAME", "stock")
-    assert main(["rules", "--app", "tests.objective_app:app", "--min-requests", "0"]) == 0
+    assert main(["rules", "--app", "tests.support.objective_app:app", "--min-requests", "0"]) == 0
     text = capsys.readouterr().out
     assert 'service_name="stock"' in text
     assert "* 3600 >=" not in text, "no request-count guard with --min-requests 0"
     assert (
-        main(["rules", "--app", "tests.objective_app", "--service-name", "x", "--service-label", "job"]) == 0
+        main(
+            ["rules", "--app", "tests.support.objective_app", "--service-name", "x", "--service-label", "job"]
+        )
+        == 0
     )
     text = capsys.readouterr().out
     assert 'job="x"' in text
@@ -102,7 +105,7 @@ def test_validate_lists_objectives_and_fails_on_a_pattern_matching_nothing(
         "POST /api/payments/charge: availability 99.99 % of requests without a server error (from @objective)"
         in listed
     )
-    typo = "tests.objective_app:create_app({'/api/itmes': {'availability': 99}})"
+    typo = "tests.support.objective_app:create_app({'/api/itmes': {'availability': 99}})"
     assert main(["validate", "--app", typo]) == 1
     assert "objective pattern '/api/itmes' matches no route of app 'inventory'" in capsys.readouterr().err
 
@@ -111,11 +114,11 @@ def test_validate_lists_objectives_and_fails_on_a_pattern_matching_nothing(
     ("target", "message"),
     [
         (
-            "tests.objective_app:create_app({'/api/items': {'availability': 150}})",
+            "tests.support.objective_app:create_app({'/api/items': {'availability': 150}})",
             "entry '/api/items': availability target: a percentage between 1 and 100",
         ),
         ("tests.no_such_module:app", "Could not import 'tests.no_such_module'"),
-        ("tests.objective_app:nothing", "Failed to find attribute 'nothing'"),
+        ("tests.support.objective_app:nothing", "Failed to find attribute 'nothing'"),
     ],
 )
 def test_bad_apps_and_objectives_exit_2_with_a_message(
@@ -128,7 +131,7 @@ def test_bad_apps_and_objectives_exit_2_with_a_message(
 def test_python_dash_m_entry_point() -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
     result = subprocess.run(
-        [sys.executable, "-m", "otel_flask_monitor", "rules", "--app", "tests.objective_app:app"],
+        [sys.executable, "-m", "otel_flask_monitor", "rules", "--app", "tests.support.objective_app:app"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -137,7 +140,9 @@ def test_python_dash_m_entry_point() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("# Prometheus rules for the objectives of tests.objective_app:app")
+    assert result.stdout.startswith(
+        "# Prometheus rules for the objectives of tests.support.objective_app:app"
+    )
     assert set(alerts(result.stdout)) == {
         ("/api/items", "latency"),
         ("/api/items", "availability"),

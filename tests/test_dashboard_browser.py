@@ -1,4 +1,4 @@
-"""The dashboard in a real browser: headless Debian chromium driven by Playwright (tests/browser.py),
+"""The dashboard in a real browser: headless Debian chromium driven by Playwright (tests/support/browser.py),
 against a real server on 127.0.0.1. Required in CI: a missing chromium fails this test, it never skips.
 """
 
@@ -14,7 +14,7 @@ from playwright.sync_api import ConsoleMessage, Dialog, expect
 from werkzeug.serving import BaseWSGIServer
 
 from otel_flask_monitor import FlaskMonitor
-from tests.browser import ARTIFACTS, DEADLINE_MS, ITEM_ROUTE, chromium, hit, route_cell, serving
+from tests.support.browser import ARTIFACTS, DEADLINE_MS, ITEM_ROUTE, chromium, hit, route_cell, serving
 
 XSS_PATH = "/<script>alert(1)</script>"
 XSS_USER_AGENT = '<img src=x onerror="alert(2)">evil-agent'

@@ -19,7 +19,6 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.test import TestResponse
 
 from otel_flask_monitor import FlaskMonitor
-from otel_flask_monitor.dashboard import sessions
 from otel_flask_monitor.dashboard.access import (
     LOGIN_MAX_FAILURES,
     DenialLog,
@@ -29,6 +28,7 @@ from otel_flask_monitor.dashboard.access import (
 )
 from otel_flask_monitor.dashboard.sessions import SESSION_COOKIE, RevokedSessions, Session
 from tests.conftest import Exported
+from tests.support.clock import FakeClock
 
 REMOTE = {"REMOTE_ADDR": "203.0.113.7"}
 OTHER_REMOTE = {"REMOTE_ADDR": "198.51.100.9"}
@@ -39,14 +39,14 @@ BROWSER_ACCEPT = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0
 TWELVE_HOURS = 12 * 3600
 
 
-def monitored_app(**options: Any) -> Flask:
+def monitored_app(clock: FakeClock | None = None, **options: Any) -> Flask:
     app = Flask("login-tests")
 
     @app.get("/items/<int:item_id>")
     def item(item_id: int) -> Any:
         return {"id": item_id}
 
-    FlaskMonitor(app, **options)
+    FlaskMonitor(**options).init_app(app, clock=clock or FakeClock())
     return app
 
 
@@ -57,8 +57,13 @@ def remote_client(app: Flask, environ: dict[str, str] | None = None) -> FlaskCli
 
 
 @pytest.fixture
-def app() -> Flask:
-    return monitored_app(access_token=TOKEN)
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def app(clock: FakeClock) -> Flask:
+    return monitored_app(clock, access_token=TOKEN)
 
 
 @pytest.fixture
@@ -250,12 +255,11 @@ def test_cookie_signed_with_an_old_token_is_refused(client: FlaskClient) -> None
     assert "Log out" not in rotated.get("/monitoring/login").get_data(as_text=True)
 
 
-def test_expired_cookie_is_refused(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_expired_cookie_is_refused(client: FlaskClient, clock: FakeClock) -> None:
     login(client)
-    start = sessions._now()
-    monkeypatch.setattr(sessions, "_now", lambda: start + TWELVE_HOURS - 60)
+    clock.advance(TWELVE_HOURS - 60)
     assert client.get("/monitoring/stats").status_code == 200
-    monkeypatch.setattr(sessions, "_now", lambda: start + TWELVE_HOURS + 1)
+    clock.advance(61)
     for route in DATA_ROUTES:
         assert_no_data(client.get(route))
     # The browser is sent back to the form.
@@ -263,16 +267,14 @@ def test_expired_cookie_is_refused(client: FlaskClient, monkeypatch: pytest.Monk
     assert response.headers["Location"] == "/monitoring/login"
 
 
-def test_short_session_setting_and_lowering_it_later(
-    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    short = remote_client(monitored_app(access_token=TOKEN, login_session_seconds=30))
+def test_short_session_setting_and_lowering_it_later(client: FlaskClient) -> None:
+    short_clock = FakeClock()
+    short = remote_client(monitored_app(short_clock, access_token=TOKEN, login_session_seconds=30))
     response = login(short)
     assert set_cookie_attributes(response)["max-age"] == "30"
-    start = sessions._now()
-    monkeypatch.setattr(sessions, "_now", lambda: start + 31)
+    assert short.get("/monitoring/stats").status_code == 200
+    short_clock.advance(31)
     assert short.get("/monitoring/stats").status_code == 401
-    monkeypatch.undo()
     # A 12 h cookie issued before the lifetime was lowered is refused by the stricter setting.
     login(client)
     value = session_cookie(client)
@@ -411,14 +413,6 @@ def test_success_resets_the_failure_count(client: FlaskClient) -> None:
     assert login(client).status_code == 303
     for attempt in range(LOGIN_MAX_FAILURES - 1):
         assert login(client, f"typo-{attempt}").status_code == 401
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_limiter_window_slides_and_memory_is_bounded() -> None:
@@ -646,16 +640,17 @@ def test_logout_revokes_the_session_in_this_process(client: FlaskClient, app: Fl
     assert client.get("/monitoring/stats").status_code == 200
 
 
-def test_revoked_sessions_are_bounded_and_forgotten_when_expired(monkeypatch: pytest.MonkeyPatch) -> None:
-    revoked = RevokedSessions(max_entries=3)
-    now = sessions._now()
+def test_revoked_sessions_are_bounded_and_forgotten_when_expired() -> None:
+    clock = FakeClock()
+    revoked = RevokedSessions(max_entries=3, clock=clock)
+    now = clock()
     issued = [Session(int(now) + 100 * (number + 1), f"{number:022d}") for number in range(5)]
     for session in issued:
         revoked.revoke(session)
     assert len([session for session in issued if session in revoked]) == 3
     assert issued[-1] in revoked  # the ones closest to expiry were dropped first
     assert issued[0] not in revoked
-    monkeypatch.setattr(sessions, "_now", lambda: now + 1000)
+    clock.advance(1000)
     revoked.revoke(Session(int(now) + 2000, "x" * 22))
     assert [session for session in issued if session in revoked] == []
 

@@ -17,7 +17,7 @@ from werkzeug.serving import BaseWSGIServer
 
 from otel_flask_monitor import FlaskMonitor
 from otel_flask_monitor.dashboard.sessions import SESSION_COOKIE
-from tests.browser import ARTIFACTS, ITEM_ROUTE, chromium, hit, route_cell, serving
+from tests.support.browser import ARTIFACTS, ITEM_ROUTE, chromium, hit, route_cell, serving
 
 TOKEN = "browser-login-token-4hQ9sV2w"
 FAKE_REMOTE_ADDR = "203.0.113.7"

@@ -26,7 +26,7 @@ from playwright.sync_api import Page, Route
 from werkzeug.serving import BaseWSGIServer
 
 from otel_flask_monitor import FlaskMonitor
-from tests.browser import CHROMIUM_ARGS, chromium, serving
+from tests.support.browser import CHROMIUM_ARGS, chromium, serving
 
 pytestmark = pytest.mark.slow
 

@@ -32,9 +32,9 @@ from otel_flask_monitor.demo.__main__ import (
 )
 from otel_flask_monitor.demo.shop import CATALOGUE, MAX_QUANTITY, OutOfStockError, Shop
 from otel_flask_monitor.diagnostics import finding
-from tests.browser import serving
 from tests.conftest import Exported
-from tests.real_processes import free_port, stop_process
+from tests.support.browser import serving
+from tests.support.real_processes import FAST_EXPORT, free_port, stop_process
 
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -228,24 +228,14 @@ def test_simulate_error_is_the_monitors_json_500_with_the_trace_id(
 def test_service_name_falls_back_to_shop(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without OTEL_SERVICE_NAME the demo's records are labelled service_name="shop" in Loki; with
     it, the variable wins. (The providers of this test process are set up already, so the resource
-    the monitor would build is rebuilt from exactly what the demo's init_app passed.)"""
-    from otel_flask_monitor import extension
+    the monitor would build is rebuilt from the demo app's settings and name.)"""
     from otel_flask_monitor.telemetry import build_resource
 
     for name in ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
         monkeypatch.delenv(name, raising=False)
-    passed: list[dict[str, Any]] = []
-    real_setup = extension.setup_telemetry
+    app = create_app()
 
-    def recording_setup(*args: Any, **options: Any) -> Any:
-        passed.append(options)
-        return real_setup(*args, **options)
-
-    monkeypatch.setattr(extension, "setup_telemetry", recording_setup)
-    create_app()
-
-    (options,) = passed
-    names = (options["service_name"], options["fallback_service_name"])
+    names = (get_state(app).settings.service_name, app.name)
     assert build_resource(*names).attributes["service.name"] == "shop"
     monkeypatch.setenv("OTEL_SERVICE_NAME", "checkout")
     assert build_resource(*names).attributes["service.name"] == "checkout"
@@ -446,8 +436,7 @@ def test_module_explains_a_missing_collector_once_and_drives_itself(tmp_path: Pa
     closed_port = free_port()  # nothing listens there: the "no Collector" case
     env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
     env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{closed_port}"
-    env["OTEL_BSP_SCHEDULE_DELAY"] = "200"
-    env["OTEL_BLRP_SCHEDULE_DELAY"] = "200"
+    env.update(FAST_EXPORT)
     stderr_path = tmp_path / "demo.stderr"
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(

@@ -15,7 +15,7 @@ import shlex
 import textwrap
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
 import pytest
@@ -25,7 +25,7 @@ from flask import Flask
 from otel_flask_monitor.aggregates.workers import AUTO as MULTIPROCESS_AUTO
 from otel_flask_monitor.config import resolve_settings
 from otel_flask_monitor.system_metrics import ProcessSampler, register_instruments
-from tests.prometheus_names import prometheus_metric_name
+from tests.support.prometheus_names import prometheus_metric_name
 
 REPO: Final = Path(__file__).resolve().parent.parent
 COMPOSE_SCHEMA: Final = REPO / "tests" / "data" / "compose-spec.json"
@@ -781,7 +781,7 @@ def _alertmanager_config(services: dict[str, dict[str, Any]]) -> tuple[Path, dic
 def test_prometheus_loads_the_objective_rules_and_alerts_alertmanager(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    from tests import promtool
+    from tests.support import promtool
 
     assert _rule_files(services) == [OBJECTIVE_RULES]
     promtool.check_rules(OBJECTIVE_RULES)
@@ -855,7 +855,7 @@ def test_the_alert_log_receiver_writes_one_line_per_alert() -> None:
 
     import requests
 
-    from tests.real_processes import free_port, stop_process
+    from tests.support.real_processes import free_port, stop_process
 
     port = free_port()
     process = subprocess.Popen(
@@ -936,3 +936,27 @@ def test_the_dashboard_has_an_objectives_row_on_the_generated_series() -> None:
     assert {
         f"otel_flask_monitor:objective_errors:ratio_rate{window}" for window in ("1h", "6h", "1d", "3d")
     } <= queried
+
+
+def test_the_app_links_trace_ids_to_the_trace_in_the_stacks_grafana(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    template = resolve_settings({}, {}, environ=_container_env(services)).trace_url_template
+    assert template is not None, "set OTEL_FLASK_MONITOR_TRACE_URL_TEMPLATE for the app"
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    link = urlsplit(template.replace("{trace_id}", trace_id))
+    # Opened by the browser on the host: Grafana's published port, on loopback as compose binds it.
+    published = {port.rsplit(":", 2)[-2] for port in services["grafana"]["ports"] if port.endswith(":3000")}
+    assert link.hostname == "localhost"
+    assert str(link.port) in published, (link.netloc, published)
+    assert link.path == "/explore"
+    query = parse_qs(link.query, strict_parsing=True)
+    assert query["schemaVersion"] == ["1"]
+    assert query["orgId"] == ["1"]
+    (panes,) = query["panes"]
+    (pane,) = json.loads(panes).values()
+    tempo_uids = {d["uid"] for d in _datasources() if d["type"] == "tempo"}
+    assert pane["datasource"] in tempo_uids
+    (trace_query,) = pane["queries"]
+    assert trace_query["datasource"] == {"type": "tempo", "uid": pane["datasource"]}
+    assert trace_query["query"] == trace_id, "the id must land in the query, decoded"

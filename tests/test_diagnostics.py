@@ -25,11 +25,20 @@ from otel_flask_monitor.dashboard import NOT_CONNECTED_REASON
 from otel_flask_monitor.diagnostics import CATALOGUE, process_findings
 from otel_flask_monitor.export_status import ExportHealth
 from otel_flask_monitor.process import PROCESS, ForkOrigin
-from tests.apps import build_app
-from tests.loki_receiver import LokiReceiver
-from tests.real_processes import REPO, Gunicorn, Rotel, base_env, free_port, wait_for_port
+from tests.support.apps import build_app
+from tests.support.loki_receiver import LokiReceiver
+from tests.support.real_processes import (
+    FAST_EXPORT,
+    NO_TIMED_EXPORT,
+    REPO,
+    Gunicorn,
+    Rotel,
+    base_env,
+    free_port,
+    wait_for_port,
+)
 
-SCRIPTS = Path(__file__).parent / "scripts"
+SCRIPTS = Path(__file__).parent / "support" / "scripts"
 WAIT_SECONDS = 30.0
 
 
@@ -112,18 +121,8 @@ def test_route_excluded_by_the_instrumentations_variable(monkeypatch: pytest.Mon
 # ---- process-level set-ups: fresh interpreters -------------------------------------------------------
 
 
-# No export is attempted while a script runs (its steps are about set-up, not about the Collector).
-NO_EXPORT_DURING_THE_RUN = {
-    "OTEL_BSP_SCHEDULE_DELAY": "600000",
-    "OTEL_BLRP_SCHEDULE_DELAY": "600000",
-    "OTEL_METRIC_EXPORT_INTERVAL": "600000",
-}
-
-
 def run_script(scenario: str, **env: str) -> list[dict[str, Any]]:
-    environ = base_env(
-        f"http://127.0.0.1:{free_port()}", SCENARIO=scenario, **NO_EXPORT_DURING_THE_RUN, **env
-    )
+    environ = base_env(f"http://127.0.0.1:{free_port()}", SCENARIO=scenario, **NO_TIMED_EXPORT, **env)
     done = subprocess.run(
         [sys.executable, str(SCRIPTS / "diagnose_app.py")],
         env=environ,
@@ -179,7 +178,7 @@ def test_no_log_exporter_until_the_users_provider_gets_a_processor() -> None:
 
 
 class ServedApp:
-    """tests/scripts/serve_monitored_app.py on 127.0.0.1:<free port>; stopped with its children."""
+    """tests/support/scripts/serve_monitored_app.py on 127.0.0.1:<free port>; stopped with its children."""
 
     def __init__(self, env: dict[str, str], log_dir: Path, *arguments: str) -> None:
         self.port = free_port()
@@ -284,9 +283,7 @@ def test_collector_not_reached_then_connected_then_export_failing_when_it_dies(t
         collector = Rotel(loki.otlp_endpoint, tmp_path)
         env = base_env(
             collector.endpoint,
-            OTEL_BSP_SCHEDULE_DELAY="100",
-            OTEL_BLRP_SCHEDULE_DELAY="100",
-            OTEL_METRIC_EXPORT_INTERVAL="500",
+            **FAST_EXPORT,
             OTEL_EXPORTER_OTLP_TIMEOUT="2",
         )
         app = ServedApp(env, tmp_path)

@@ -1,5 +1,6 @@
 """The demo's first screen with no Collector, in a real browser: calm, and saying why (headless Debian
-chromium driven by Playwright, tests/browser.py). Required in CI: a missing chromium fails, never skips.
+chromium driven by Playwright, tests/support/browser.py). Required in CI: a missing chromium fails,
+never skips.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import ConsoleMessage, expect
 
-from tests.browser import ARTIFACTS, chromium
-from tests.real_processes import REPO, free_port, stop_process, wait_for_port
+from tests.support.browser import ARTIFACTS, chromium
+from tests.support.real_processes import REPO, free_port, stop_process, wait_for_port
 
 # The dashboard refreshes every 5 s; the first render follows the page load.
 RENDER_TIMEOUT_MS = 12_000

@@ -1,5 +1,5 @@
 """End to end: the demo app under gunicorn -> OTLP -> a real Collector process (rotel) -> Loki's OTLP
-endpoint, played by tests/loki_receiver.py, which stores entries the way Loki maps OTLP.
+endpoint, played by tests/support/loki_receiver.py, which stores entries the way Loki maps OTLP.
 
 Asserts what a user finds in Grafana: one line per request, exactly once, with the documented
 labels, structured metadata, severities and trace ids, and every name docs/queries.md filters on.
@@ -16,9 +16,9 @@ from typing import Final
 import pytest
 import requests
 
-from tests.logql_queries import QUERIES_DOC, label_names, logql_blocks
-from tests.loki_receiver import LokiEntry, LokiReceiver
-from tests.real_processes import Gunicorn, Rotel, base_env
+from tests.support.logql_queries import QUERIES_DOC, label_names, logql_blocks
+from tests.support.loki_receiver import LokiEntry, LokiReceiver
+from tests.support.real_processes import FAST_EXPORT, Gunicorn, Rotel, base_env
 
 pytestmark = pytest.mark.slow
 
@@ -64,9 +64,7 @@ def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
         env = base_env(
             collector.endpoint,
             OTEL_SERVICE_NAME=SERVICE_NAME,
-            OTEL_BLRP_SCHEDULE_DELAY="100",
-            OTEL_BSP_SCHEDULE_DELAY="100",
-            OTEL_METRIC_EXPORT_INTERVAL="1000",
+            **FAST_EXPORT,
             PYTHONUNBUFFERED="1",
         )
         with Gunicorn(env, tmp_path, workers=2) as app:

@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.test import TestResponse
 
 from otel_flask_monitor import FlaskMonitor
-from tests.apps import ShopError
+from tests.support.apps import ShopError
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 HANDLED = ("500", "InternalServerError", "HTTPException", "Exception")

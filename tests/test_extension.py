@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Final
 
 import pytest
 from flask import Flask
 
-from otel_flask_monitor import ConfigError, FlaskMonitor, get_state
+from otel_flask_monitor import AggregateStore, ConfigError, FlaskMonitor, RequestRecord, get_state
 from otel_flask_monitor.config import OPTIONS, resolve_settings
-from tests.apps import build_app
 from tests.conftest import Exported
+from tests.support.apps import build_app
+from tests.support.clock import FakeClock
 
 
 def test_app_factory_pattern_and_several_apps_in_one_process(exported: Exported) -> None:
@@ -98,32 +98,30 @@ def test_every_option_is_documented() -> None:
             assert f"`{option.key}`" in reference, option.key
 
 
-CONSUMERS: Final = ("span", "log", "aggregates")
+class ExplodingStore(AggregateStore):
+    def record(self, record: RequestRecord) -> None:
+        raise RuntimeError("aggregates consumer exploded")
 
 
-def _break_consumer(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    """Make one of the three consumers raise on every record."""
-    from otel_flask_monitor import signals
-    from otel_flask_monitor.aggregates import AggregateStore
-    from otel_flask_monitor.spans import SpanWriter
-
-    def explode(*_: object) -> None:
-        raise RuntimeError(f"{name} consumer exploded")
-
-    if name == "aggregates":
-        monkeypatch.setattr(AggregateStore, "record", explode)
-    elif name == "span":
-        monkeypatch.setattr(SpanWriter, "enrich", explode)
-    else:
-        monkeypatch.setattr(signals, "emit_request_log", explode)
+def explode(record: RequestRecord) -> None:
+    raise RuntimeError("audit consumer exploded")
 
 
-@pytest.mark.parametrize("broken", CONSUMERS)
+@pytest.mark.parametrize("broken", ["aggregates", "audit"])
 def test_a_failing_consumer_never_reaches_the_request_nor_the_other_consumers(
-    broken: str, monkeypatch: pytest.MonkeyPatch, exported: Exported, caplog: pytest.LogCaptureFixture
+    broken: str, exported: Exported, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _break_consumer(monkeypatch, broken)
-    app = build_app(enrich_spans=True)
+    """The monitor's own store, or a consumer passed to ``init_app``, raises on every record.
+    (A failing span or log write inside the signals consumer: tests/test_signals.py.)"""
+    witnessed: list[RequestRecord] = []
+    app = build_app(monitor=False)
+    FlaskMonitor(enrich_spans=True).init_app(
+        app,
+        aggregates=ExplodingStore(window_seconds=900, slot_seconds=10, max_routes=200, recent_errors=50)
+        if broken == "aggregates"
+        else None,
+        consumers=[*([("audit", explode)] if broken == "audit" else []), ("witness", witnessed.append)],
+    )
     client = app.test_client()
 
     with caplog.at_level(logging.WARNING, logger="otel_flask_monitor"):
@@ -135,13 +133,30 @@ def test_a_failing_consumer_never_reaches_the_request_nor_the_other_consumers(
     assert len(warnings) == 1
     assert get_state(app).failures.counts() == {f"consumer {broken!r}": 3}
     # Every other consumer still got every record, whichever one raised before it.
+    assert [record.route for record in witnessed] == ["/items/<int:item_id>"] * 3
     spans = exported.server_spans()
-    assert len(spans) == 3  # the instrumentation's, enriched or not
-    enriched = [s for s in spans if s.attributes and "duration_ms" in s.attributes]
-    assert len(enriched) == (0 if broken == "span" else 3)
-    assert len(exported.request_logs()) == (0 if broken == "log" else 3)
-    counted = get_state(app).aggregates.snapshot()["totals"]["requests"]
+    assert len(spans) == 3
+    assert all(s.attributes and "duration_ms" in s.attributes for s in spans)
+    assert len(exported.request_logs()) == 3
+    counted = get_state(app).stats_document()["totals"]["requests"]
     assert counted == (0 if broken == "aggregates" else 3)
+
+
+def test_init_app_takes_a_store_and_a_clock() -> None:
+    """The seams of docs/configuration.md: a store filled beforehand is the one /stats reads; a
+    clock times the store the monitor builds."""
+    clock = FakeClock()
+    filled = AggregateStore(window_seconds=60, slot_seconds=10, max_routes=5, recent_errors=5, clock=clock)
+    given = build_app(monitor=False)
+    FlaskMonitor().init_app(given, aggregates=filled)
+    built = build_app(monitor=False)
+    FlaskMonitor(window_seconds=60, slot_seconds=10).init_app(built, clock=clock)
+
+    assert get_state(given).aggregates is filled
+    for app in (given, built):
+        app.test_client().get("/items/1")
+        clock.advance(61)  # the whole window later, by the given clock alone
+        assert app.test_client().get("/monitoring/stats").get_json()["totals"]["requests"] == 0
 
 
 @pytest.mark.parametrize(

@@ -31,9 +31,10 @@ from typing import Any, Final, TypeVar
 
 import pytest
 
-from tests.faulty_collector import FaultyCollector
-from tests.loki_receiver import LokiEntry, LokiReceiver
-from tests.real_processes import (
+from tests.support.faulty_collector import FaultyCollector
+from tests.support.loki_receiver import LokiEntry, LokiReceiver
+from tests.support.real_processes import (
+    FAST_EXPORT,
     Gunicorn,
     Load,
     Rotel,
@@ -59,9 +60,7 @@ HEAL_TRICKLE: Final = 4
 """Requests sent per poll while waiting for recovery: a signal recovers on its next export, and an
 app that sends nothing exports no logs or spans."""
 EXPORT_ENV: Final = {
-    "OTEL_BLRP_SCHEDULE_DELAY": "100",
-    "OTEL_BSP_SCHEDULE_DELAY": "100",
-    "OTEL_METRIC_EXPORT_INTERVAL": "500",
+    **FAST_EXPORT,
     "OTEL_BLRP_MAX_QUEUE_SIZE": str(QUEUE_SIZE),
     "OTEL_BSP_MAX_QUEUE_SIZE": str(QUEUE_SIZE),
     "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": "64",

@@ -15,8 +15,9 @@ from typing import Final
 
 import pytest
 
-from tests.loki_receiver import LokiReceiver
-from tests.real_processes import (
+from tests.support.loki_receiver import LokiReceiver
+from tests.support.real_processes import (
+    NO_TIMED_EXPORT,
     REPO,
     Gunicorn,
     base_env,
@@ -30,13 +31,8 @@ from tests.real_processes import (
 
 pytestmark = pytest.mark.slow
 
+# Below the default export batch (512): under NO_TIMED_EXPORT only the shutdown flush sends them.
 REQUESTS: Final = 200
-QUEUED_ONLY: Final = {
-    # Nothing leaves on a timer during the test; the batch size is larger than what is sent.
-    "OTEL_BLRP_SCHEDULE_DELAY": "60000",
-    "OTEL_BSP_SCHEDULE_DELAY": "60000",
-    "OTEL_METRIC_EXPORT_INTERVAL": "60000",
-}
 
 
 def _expected_queries(count: int) -> set[str]:
@@ -46,7 +42,7 @@ def _expected_queries(count: int) -> set[str]:
 @pytest.mark.parametrize("preload", [False, True], ids=["fork-then-load", "preload"])
 def test_sigterm_to_gunicorn_flushes_every_record(preload: bool, tmp_path: Path) -> None:
     with LokiReceiver() as loki:
-        env = base_env(loki.otlp_endpoint, **QUEUED_ONLY)
+        env = base_env(loki.otlp_endpoint, **NO_TIMED_EXPORT)
         with Gunicorn(env, tmp_path, workers=2, preload=preload) as server:
             load = drive(server.base_url, tagged_paths("exit", REQUESTS), concurrency=4)
             before = len(loki.entries())
@@ -80,7 +76,7 @@ def test_normal_exit_of_python_app_flushes_every_record(tmp_path: Path) -> None:
         out = (tmp_path / "demo.out").open("wb")
         process = subprocess.Popen(
             [sys.executable, "-m", "otel_flask_monitor.demo", "--port", str(port)],
-            env=base_env(loki.otlp_endpoint, **QUEUED_ONLY),
+            env=base_env(loki.otlp_endpoint, **NO_TIMED_EXPORT),
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -3,7 +3,6 @@ figures against hand-computed cases, on a store with a fake clock and through th
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,8 @@ from otel_flask_monitor.aggregates.workers import Identity, process_start_ms
 from otel_flask_monitor.burn_rate import MIN_REQUESTS
 from otel_flask_monitor.objective_declarations import parse_objectives
 from otel_flask_monitor.objective_metrics import ObjectiveCounter
-from otel_flask_monitor.state import get_state
-from tests.test_aggregates import FakeClock, make_record
+from tests.support.clock import FakeClock
+from tests.test_aggregates import make_record
 from tests.test_aggregates_golden import SERVER, START, fixed_record
 from tests.test_multiprocess import worker_standing_in
 
@@ -207,15 +206,13 @@ def test_bucket_bounds_hold_the_durations_of_their_key() -> None:
 
 def objectives_app() -> tuple[Flask, FakeClock]:
     app = Flask("pay")
-    FlaskMonitor(app, setup_telemetry=False, objectives=OBJECTIVES)
 
     @app.get("/pay/<int:order>")
     def pay(order: int) -> Any:
         return ({"error": "declined"}, 500) if order >= 1000 else {"order": order}
 
-    # The store's clock is public: a fake one, from a slot boundary later than now, counts the same.
-    clock = FakeClock((int(time.time()) // 10 + 1) * 10 + 0.5)
-    get_state(app).aggregates.clock = clock
+    clock = FakeClock(START)
+    FlaskMonitor(setup_telemetry=False, objectives=OBJECTIVES).init_app(app, clock=clock)
     return app, clock
 
 

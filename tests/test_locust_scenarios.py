@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
-from tests.real_processes import Gunicorn
+from tests.support.real_processes import Gunicorn
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = REPO_ROOT / "loadtest" / "locustfile.py"

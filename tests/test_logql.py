@@ -15,7 +15,7 @@ from typing import Final
 
 import pytest
 
-from tests.logql_queries import (
+from tests.support.logql_queries import (
     DASHBOARDS,
     QUERIES_DOC,
     dashboard_targets,
@@ -27,7 +27,7 @@ from tests.logql_queries import (
     selector_label_names,
     target_datasource_type,
 )
-from tests.real_processes import require_tool
+from tests.support.real_processes import require_tool
 
 LOGQL_DIR: Final = Path(__file__).resolve().parent / "logql"
 PARSER_MODULE: Final = LOGQL_DIR / "node_modules" / "@grafana" / "lezer-logql"

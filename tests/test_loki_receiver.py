@@ -12,7 +12,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue, KeyValu
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from tests.loki_receiver import LokiReceiver, entries_from_request, sanitize_label_name
+from tests.support.loki_receiver import LokiReceiver, entries_from_request, sanitize_label_name
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 

@@ -28,8 +28,9 @@ from otel_flask_monitor.aggregates.workers import Identity, process_start_ms, re
 from otel_flask_monitor.config import resolve_settings
 from otel_flask_monitor.extension import get_state
 from otel_flask_monitor.record import ExceptionInfo
-from tests.apps import build_app
-from tests.test_aggregates import FakeClock, make_record, new_store
+from tests.support.apps import build_app
+from tests.support.clock import FakeClock
+from tests.test_aggregates import make_record, new_store
 
 SERVER = "1-1"
 ROUTES = ("/items/<int:item_id>", "/orders", "/users/<name>", None)

@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from otel_flask_monitor.aggregates.wire import STATE_FILE
-from tests.real_processes import (
+from tests.support.real_processes import (
     DEMO_APP,
     REPO,
     START_TIMEOUT_SECONDS,

@@ -22,7 +22,7 @@ from otel_flask_monitor.objective_metrics import (
     register_instrument,
 )
 from otel_flask_monitor.objectives import AppRoute, Latency
-from tests.prometheus_names import prometheus_metric_name
+from tests.support.prometheus_names import prometheus_metric_name
 from tests.test_aggregates import make_record
 
 # Thresholds no request can miss or meet, whatever the machine's load: the outcome is deterministic.

@@ -16,8 +16,8 @@ from typing import Any, Final
 import pytest
 import requests
 
-from tests.objective_app import SLOW_SECONDS
-from tests.real_processes import Gunicorn, base_env, drive, free_port
+from tests.support.objective_app import SLOW_SECONDS
+from tests.support.real_processes import Gunicorn, base_env, drive, free_port
 from tests.test_multiprocess_aggregates import WAIT_SECONDS, wait_for_fresh_files
 
 FAST: Final = 30
@@ -50,7 +50,7 @@ def test_objectives_and_drill_down_agree_whichever_worker_answers(tmp_path: Path
         OTEL_SDK_DISABLED="true",
         OTEL_FLASK_MONITOR_MULTIPROCESS_DIR=str(shared),
     )
-    with Gunicorn(env, tmp_path, workers=2, app="tests.objective_app:payments_app()") as server:
+    with Gunicorn(env, tmp_path, workers=2, app="tests.support.objective_app:payments_app()") as server:
         paths = ["/pay"] * FAST + ["/pay?slow=1"] * SLOW + ["/pay?fail=1"] * FAILED
         load = drive(server.base_url, paths, concurrency=6)
         assert load.failed == FAILED

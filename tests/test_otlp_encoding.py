@@ -40,8 +40,8 @@ from otel_flask_monitor.otlp_encoding import (
     encode_spans,
     encode_spans_fast,
 )
-from tests.apps import build_app
 from tests.conftest import Exported
+from tests.support.apps import build_app
 from tests.test_benchmarks_smoke import run_benchmark
 
 TRACE_ID = 0x5CA175A3CE34CEC882A8ED488C8BBB11

@@ -15,8 +15,8 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.test import Client
 
 from otel_flask_monitor import get_state
-from tests.apps import build_app
 from tests.conftest import Exported
+from tests.support.apps import build_app
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 

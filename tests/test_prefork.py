@@ -21,19 +21,23 @@ import requests
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from tests.loki_receiver import LokiReceiver
-from tests.real_processes import REPO, Gunicorn, base_env, drive, free_port, stderr_report, tagged_paths
+from tests.support.loki_receiver import LokiReceiver
+from tests.support.real_processes import (
+    FAST_EXPORT,
+    REPO,
+    Gunicorn,
+    base_env,
+    drive,
+    free_port,
+    stderr_report,
+    tagged_paths,
+)
 
 WORKERS: Final = 4
 REQUESTS: Final = 400
 WAIT_SECONDS: Final = 60.0  # a deadline for what certainly arrives; only a broken product waits it out
 # Float rounding of the exported nanosecond stamp and uptime (both derive from psutil's create time).
 CLOCK_EPSILON_SECONDS: Final = 0.005
-FAST_EXPORT: Final = {
-    "OTEL_BLRP_SCHEDULE_DELAY": "100",
-    "OTEL_BSP_SCHEDULE_DELAY": "100",
-    "OTEL_METRIC_EXPORT_INTERVAL": "300",
-}
 
 
 def _attributes(attributes: Any) -> dict[str, Any]:

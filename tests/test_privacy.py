@@ -10,8 +10,8 @@ from flask import Flask, jsonify
 from otel_flask_monitor import FlaskMonitor
 from otel_flask_monitor.config import DEFAULT_REDACTED_QUERY_PARAMS
 from otel_flask_monitor.redaction import REDACTED, Redactor, truncate, truncate_middle
-from tests.apps import build_app
 from tests.conftest import Exported
+from tests.support.apps import build_app
 
 SECRET = "s3cr3t-VALUE-8f1e2d"
 

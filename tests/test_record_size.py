@@ -23,7 +23,7 @@ from otel_flask_monitor.otlp_encoding import encode_logs
 from otel_flask_monitor.record import MAX_CAPTURED_HEADERS, ExceptionInfo, RequestRecord
 from otel_flask_monitor.redaction import truncate, truncate_middle, utf8_length
 from tests.conftest import Exported
-from tests.loki_receiver import entries_from_request
+from tests.support.loki_receiver import entries_from_request
 
 LOKI_STRUCTURED_METADATA_LIMIT: Final = 64 * 1024  # limits_config.max_structured_metadata_size
 LOKI_STRUCTURED_METADATA_ENTRIES: Final = 128  # limits_config.max_structured_metadata_entries_count

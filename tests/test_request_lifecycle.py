@@ -24,9 +24,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from otel_flask_monitor import FlaskMonitor, get_state
-from tests.apps import build_app
 from tests.conftest import Exported
-from tests.real_processes import REPO
+from tests.support.apps import build_app
+from tests.support.real_processes import REPO
 
 # What the monitor may add to a span when enrich_spans is on; by default it adds none of them.
 MONITOR_SPAN_ATTRIBUTES = {

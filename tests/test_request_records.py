@@ -14,9 +14,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from otel_flask_monitor import FlaskMonitor
-from tests.apps import build_app
 from tests.conftest import Exported
-from tests.loki_receiver import entries_from_request
+from tests.support.apps import build_app
+from tests.support.loki_receiver import entries_from_request
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
@@ -117,10 +117,10 @@ def test_unhandled_exception_answers_json_500_and_is_recorded_once(app: Flask, e
     log = only(exported.request_logs()).log_record
     assert log.severity_number == SeverityNumber.ERROR
     attributes = dict(log.attributes or {})
-    assert attributes["exception.type"] == "tests.apps.ShopError"
+    assert attributes["exception.type"] == "tests.support.apps.ShopError"
     assert attributes["exception.message"] == "the till is on fire"
     assert "ShopError: the till is on fire" in str(attributes["exception.stacktrace"])
-    assert attributes["error.type"] == "tests.apps.ShopError"
+    assert attributes["error.type"] == "tests.support.apps.ShopError"
     assert attributes["http.response.status_code"] == 500
 
 
@@ -134,7 +134,7 @@ def test_view_that_raises_still_produces_a_record_when_exceptions_propagate(
     log = only(exported.request_logs()).log_record
     attributes = dict(log.attributes or {})
     assert attributes["http.response.status_code"] == 500
-    assert attributes["exception.type"] == "tests.apps.ShopError"
+    assert attributes["exception.type"] == "tests.support.apps.ShopError"
     assert log.severity_number == SeverityNumber.ERROR
 
 
@@ -172,7 +172,7 @@ def _status_app() -> Flask:
 
 
 # The whole mapping (docs/log-schema.md), by number and by text ("WARN", the OpenTelemetry short name,
-# never Python's "WARNING"), and the detected_level Loki derives from it (tests/loki_receiver.py
+# never Python's "WARNING"), and the detected_level Loki derives from it (tests/support/loki_receiver.py
 # follows Loki's own rules).
 INFO: Final = (SeverityNumber.INFO, "INFO", "info")
 WARN: Final = (SeverityNumber.WARN, "WARN", "warn")
@@ -280,7 +280,7 @@ def test_app_500_handler_registered_before_the_monitor_wins(exported: Exported, 
     log = only(exported.request_logs()).log_record
     assert log.severity_number == SeverityNumber.ERROR
     assert log.severity_text == "ERROR"
-    assert dict(log.attributes or {})["exception.type"] == "tests.apps.ShopError"
+    assert dict(log.attributes or {})["exception.type"] == "tests.support.apps.ShopError"
 
 
 def test_excluded_paths_produce_nothing(exported: Exported) -> None:

@@ -1,5 +1,5 @@
-"""The route drill-down and the objectives panel of the dashboard in chromium (tests/browser.py), against a
-real server on 127.0.0.1. Required in CI: a missing chromium fails this test, it never skips.
+"""The route drill-down and the objectives panel of the dashboard in chromium (tests/support/browser.py),
+against a real server on 127.0.0.1. Required in CI: a missing chromium fails this test, it never skips.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from flask import Flask
 from playwright.sync_api import expect
 
 from otel_flask_monitor import FlaskMonitor
-from tests.browser import ARTIFACTS, ITEM_ROUTE, chromium, hit, serving
+from tests.support.browser import ARTIFACTS, ITEM_ROUTE, chromium, hit, serving
 
 ECHO_ROUTE = "/echo/<path:rest>"
 MARKUP_PATH = '/echo/<img src=x onerror="alert(1)">'
 SLOW_MS = 80
+TRACE_URL_TEMPLATE = "https://grafana.example/explore?trace={trace_id}"
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +38,7 @@ def drill_app() -> Flask:
 
     FlaskMonitor(
         app,
+        trace_url_template=TRACE_URL_TEMPLATE,
         objectives={"GET /items/<int:item_id>": {"latency": {"threshold_ms": 60_000, "target": 99}}},
     )
     return app
@@ -73,7 +75,11 @@ def test_a_route_row_opens_its_drill_down_and_markup_stays_text() -> None:
         expect(page.locator("#detail-status-rows tr").first).to_contain_text("200")
         slowest = page.locator("#detail-slowest-rows tr").first
         expect(slowest).to_contain_text("/items/99")
-        expect(slowest.locator("td.trace-id")).to_have_text(re.compile(r"^[0-9a-f]{32}$"))
+        trace = slowest.locator("td.trace-id a")
+        expect(trace).to_have_text(re.compile(r"^[0-9a-f]{32}$"))
+        trace_id = trace.inner_text()
+        expect(trace).to_have_attribute("href", f"https://grafana.example/explore?trace={trace_id}")
+        expect(trace).to_have_attribute("rel", "noopener noreferrer")
 
         ARTIFACTS.mkdir(exist_ok=True)
         detail.screenshot(path=str(ARTIFACTS / "route-detail.png"))

@@ -24,21 +24,17 @@ import requests
 from opentelemetry import trace
 from werkzeug.serving import make_server
 
-from tests import streaming_app
 from tests.conftest import LOG_EXPORTER, SPAN_EXPORTER
-from tests.otlp_sink import SPAN_KIND_SERVER, OtlpSink, ReceivedLog
-from tests.real_processes import Gunicorn, base_env
+from tests.support import streaming_app
+from tests.support.otlp_sink import SPAN_KIND_SERVER, OtlpSink, ReceivedLog
+from tests.support.real_processes import FAST_EXPORT, Gunicorn, base_env
 
 WAIT_SECONDS: Final = 15.0
 LOWER_BOUND: Final = 0.9
 """Fraction of a route's own sleeps its recorded duration must reach (sleep may end a bit early)."""
 FILE_SIZE: Final = 256 * 1024 + 17
 CONCURRENT_STREAMS: Final = 4  # gunicorn runs 4 threads
-FAST_EXPORT: Final = {
-    "OTEL_BLRP_SCHEDULE_DELAY": "100",
-    "OTEL_BSP_SCHEDULE_DELAY": "100",
-    "OTEL_METRICS_EXPORTER": "none",
-}
+LOGS_AND_SPANS_FAST: Final = {**FAST_EXPORT, "OTEL_METRICS_EXPORTER": "none"}
 
 pytestmark = pytest.mark.slow
 
@@ -123,9 +119,9 @@ def server(
             yield werkzeug
         return
     with OtlpSink() as sink:
-        env = base_env(sink.endpoint, **FAST_EXPORT, **{streaming_app.FILE_ENV: str(served_file)})
+        env = base_env(sink.endpoint, **LOGS_AND_SPANS_FAST, **{streaming_app.FILE_ENV: str(served_file)})
         logs = tmp_path_factory.mktemp("gunicorn")
-        with Gunicorn(env, logs, threads=4, app="tests.streaming_app:create_app()") as gunicorn:
+        with Gunicorn(env, logs, threads=4, app="tests.support.streaming_app:create_app()") as gunicorn:
             yield GunicornOverOtlp(gunicorn, sink)
 
 
@@ -294,10 +290,10 @@ def test_exception_mid_stream_is_recorded_once_as_an_error_with_a_truncated_200(
     attributes = record.attributes
     assert attributes["http.response.status_code"] == 200
     assert attributes["response_cut_short"] == "exception"
-    assert attributes["exception.type"] == "tests.streaming_app.StreamBrokeError"
+    assert attributes["exception.type"] == "tests.support.streaming_app.StreamBrokeError"
     assert attributes["exception.message"] == "the feed went away"
     assert "StreamBrokeError: the feed went away" in attributes["exception.stacktrace"]
-    assert attributes["error.type"] == "tests.streaming_app.StreamBrokeError"
+    assert attributes["error.type"] == "tests.support.streaming_app.StreamBrokeError"
     assert record.severity_text == "ERROR"
     sent = streaming_app.BEFORE_FAILING * len(streaming_app.CHUNK)
     assert attributes["http.response.body.size"] == sent

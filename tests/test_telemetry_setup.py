@@ -10,18 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.loki_receiver import LokiReceiver
-from tests.real_processes import SDK_NOISE, free_port
+from tests.support.loki_receiver import LokiReceiver
+from tests.support.real_processes import FAST_EXPORT, SDK_NOISE, free_port
 
-SCRIPT = Path(__file__).parent / "scripts" / "drive_monitored_app.py"
+SCRIPT = Path(__file__).parent / "support" / "scripts" / "drive_monitored_app.py"
 REPO = Path(__file__).parent.parent
 
 WAIT_SECONDS = 60.0
-FAST_EXPORT = {
-    "OTEL_BLRP_SCHEDULE_DELAY": "50",
-    "OTEL_BSP_SCHEDULE_DELAY": "50",
-    "OTEL_METRIC_EXPORT_INTERVAL": "200",
-}
 
 
 def child_env(**extra: str) -> dict[str, str]:

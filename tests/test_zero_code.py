@@ -1,6 +1,6 @@
 """Zero-code monitoring: real ``opentelemetry-instrument`` processes exporting OTLP/HTTP to a sink.
 
-Each test starts the app (tests/zero_code_app.py, which holds no monitoring code unless a variant
+Each test starts the app (tests/support/zero_code_app.py, which holds no monitoring code unless a variant
 asks for it) under Flask's own server or gunicorn, sends requests, stops the server gracefully (so
 every batch is flushed at exit) and then asserts on what the sink decoded.
 """
@@ -24,13 +24,13 @@ from typing import Any
 import pytest
 
 from otel_flask_monitor.logs import EVENT_NAME
-from tests.otlp_sink import SPAN_KIND_SERVER, OtlpSink, ReceivedLog, ReceivedSpan
-from tests.real_processes import free_port, wait_for_port
+from tests.support.otlp_sink import SPAN_KIND_SERVER, OtlpSink, ReceivedLog, ReceivedSpan
+from tests.support.real_processes import FAST_EXPORT, free_port, wait_for_port
 
 pytestmark = pytest.mark.slow
 
-TESTS_DIR = Path(__file__).parent
-APP_SCRIPT = TESTS_DIR / "zero_code_app.py"
+APP_DIR = Path(__file__).parent / "support"  # gunicorn imports zero_code_app from there
+APP_SCRIPT = APP_DIR / "zero_code_app.py"
 BIN_DIR = Path(sys.executable).parent
 SERVICE_NAME = "zero-code-shop"
 ITEM_ROUTE = "/items/<int:item_id>"
@@ -48,9 +48,7 @@ def _otel_env(sink: OtlpSink, **overrides: str) -> dict[str, str]:
         OTEL_TRACES_EXPORTER="otlp",
         OTEL_LOGS_EXPORTER="otlp",
         OTEL_METRICS_EXPORTER="otlp",
-        OTEL_BLRP_SCHEDULE_DELAY="200",
-        OTEL_BSP_SCHEDULE_DELAY="200",
-        OTEL_METRIC_EXPORT_INTERVAL="1000",
+        **FAST_EXPORT,
         # Span enrichment is opt-in: switched on here to show the monitor's hooks reach the span.
         OTEL_FLASK_MONITOR_ENRICH_SPANS="true",
         PYTHONUNBUFFERED="1",
@@ -84,7 +82,7 @@ def running(command: Sequence[str], env: dict[str, str], port: int, tmp_path: Pa
         process = subprocess.Popen(
             [str(BIN_DIR / "opentelemetry-instrument"), *command],
             env=env,
-            cwd=TESTS_DIR,
+            cwd=APP_DIR,
             stdout=sink_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # one process group: the reloader's child and gunicorn's workers too

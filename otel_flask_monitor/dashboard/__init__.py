@@ -9,7 +9,7 @@ Content-Security-Policy that allows no inline script. With ``access_token`` set,
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -19,9 +19,11 @@ from otel_flask_monitor._version import __version__
 from otel_flask_monitor.aggregates.live_objectives import burning
 from otel_flask_monitor.dashboard.access import DashboardAccess, Denial
 from otel_flask_monitor.dashboard.login import LOGIN_ENDPOINTS, LOGIN_STYLESHEET, register_login_routes
+from otel_flask_monitor.endpoints import UrlRule, app_endpoints, endpoints_section
 from otel_flask_monitor.export_status import NEVER_REACHED
 from otel_flask_monitor.process import PROCESS
 from otel_flask_monitor.state import MonitorState, get_state
+from otel_flask_monitor.trace_links import with_trace_urls
 
 BLUEPRINT_NAME: Final = "otel_flask_monitor"
 
@@ -81,9 +83,23 @@ def _objectives_burning(state: MonitorState) -> list[dict[str, Any]]:
     return burning(state.stats_document().get("objectives", []))
 
 
-def build_blueprint() -> Blueprint:
-    """A fresh blueprint per app (each app mounts it at its own ``url_prefix``)."""
-    access = DashboardAccess()
+def answers_document(state: MonitorState, rules: Iterable[UrlRule]) -> dict[str, Any]:
+    """The ``/monitoring/stats`` JSON: the aggregates' document, each trace id with its link
+    (``trace_url``), and the endpoints of the app's URL ``rules`` marked called or not (schema:
+    docs/dashboard.md)."""
+    document = state.stats_document()
+    settings = state.settings
+    for name in ("recent_errors", "recent_client_errors"):
+        document[name] = with_trace_urls(document[name], settings.trace_url_template)
+    endpoints = app_endpoints(rules, BLUEPRINT_NAME, settings.max_attribute_length)
+    document.update(endpoints_section(endpoints, document["routes"], document["max_routes"]))
+    return document
+
+
+def build_blueprint(clock: Callable[[], float] = time.time) -> Blueprint:
+    """A fresh blueprint per app (each app mounts it at its own ``url_prefix``); ``clock`` (Unix
+    seconds) times its login sessions."""
+    access = DashboardAccess(clock)
     blueprint = Blueprint(
         BLUEPRINT_NAME,
         __name__,
@@ -154,16 +170,18 @@ def build_blueprint() -> Blueprint:
 
     @blueprint.get("/stats")
     def stats() -> Response:
-        return jsonify(_state().stats_document())
+        return jsonify(answers_document(_state(), current_app.url_map.iter_rules()))
 
     @blueprint.get("/stats/route")
     def route_stats() -> Response:
         method, route = request.args.get("method"), request.args.get("route")
         if not method or not route:
             return _json_error(400, "give the route as ?method=GET&route=/items/<int:item_id> (its template)")
-        detail = _state().route_detail(method, route)
+        state = _state()
+        detail = state.route_detail(method, route)
         if detail is None:
             return _json_error(404, "no request of this method and route in the window")
+        detail["slowest"] = with_trace_urls(detail["slowest"], state.settings.trace_url_template)
         return jsonify(detail)
 
     register_login_routes(blueprint, BLUEPRINT_NAME, access)

@@ -281,9 +281,11 @@ class CredentialGuard:
 class DashboardAccess:
     """Per-app access state: the wrong-token budget and the revoked sessions."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        """``clock``: Unix seconds, for session expiry."""
         self.credentials = CredentialGuard()
-        self.revoked = RevokedSessions()
+        self.revoked = RevokedSessions(clock=clock)
+        self._clock = clock
 
     def session(self, settings: MonitorSettings, request: Request) -> Session | None:
         """The request's login session: signed with the current token and secret, live, not revoked."""
@@ -291,7 +293,9 @@ class DashboardAccess:
         value = request.cookies.get(SESSION_COOKIE)
         if not token or not value:
             return None
-        session = verified_session(token, deployment_secret(settings), value, settings.login_session_seconds)
+        session = verified_session(
+            token, deployment_secret(settings), value, settings.login_session_seconds, now=self._clock()
+        )
         if session is None or session in self.revoked:
             return None
         return session
@@ -300,7 +304,9 @@ class DashboardAccess:
         token = settings.access_token
         if not token:
             raise RuntimeError("no access_token configured")
-        return issue_session(token, settings.login_session_seconds, deployment_secret(settings))
+        return issue_session(
+            token, settings.login_session_seconds, deployment_secret(settings), now=self._clock()
+        )
 
     def check(self, settings: MonitorSettings, request: Request) -> Denial | None:
         """None when the request may see monitoring data, else why not."""

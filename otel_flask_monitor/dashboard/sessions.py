@@ -18,6 +18,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -33,11 +34,6 @@ _MAX_EXPIRY_DIGITS: Final = 12
 _NONCE_BYTES: Final = 16
 _NONCE_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{22}")
 _MAX_REVOKED_SESSIONS: Final = 10_000
-
-
-def _now() -> float:
-    """Wall clock for session expiry (a function so that tests can move time)."""
-    return time.time()
 
 
 def deployment_secret(settings: MonitorSettings) -> bytes:
@@ -67,9 +63,10 @@ def _session_signature(key: bytes, expires: int, nonce: str) -> str:
     return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode("ascii")
 
 
-def issue_session(token: str, max_age_seconds: int, secret: bytes = b"") -> str:
-    """A session cookie value valid for ``max_age_seconds``: expiry, nonce and signature, never the token."""
-    expires = int(_now()) + max_age_seconds
+def issue_session(token: str, max_age_seconds: int, secret: bytes = b"", *, now: float) -> str:
+    """A session cookie value valid for ``max_age_seconds`` from ``now`` (Unix seconds): expiry, nonce
+    and signature, never the token."""
+    expires = int(now) + max_age_seconds
     nonce = secrets.token_urlsafe(_NONCE_BYTES)
     return f"{expires}.{nonce}.{_session_signature(_session_key(token, secret), expires, nonce)}"
 
@@ -80,7 +77,9 @@ class Session:
     nonce: str
 
 
-def verified_session(token: str, secret: bytes, value: str, lifetime_seconds: int) -> Session | None:
+def verified_session(
+    token: str, secret: bytes, value: str, lifetime_seconds: int, *, now: float
+) -> Session | None:
     expires_text, nonce, signature = [*value.split(".", 2), "", ""][:3]
     if not (expires_text.isascii() and expires_text.isdigit()) or len(expires_text) > _MAX_EXPIRY_DIGITS:
         return None
@@ -90,7 +89,6 @@ def verified_session(token: str, secret: bytes, value: str, lifetime_seconds: in
     expected = _session_signature(_session_key(token, secret), expires, nonce)
     if not hmac.compare_digest(signature.encode(), expected.encode()):
         return None
-    now = _now()
     # The upper bound refuses cookies issued under a longer lifetime once the setting is lowered.
     if not now < expires <= now + lifetime_seconds:
         return None
@@ -104,14 +102,17 @@ class RevokedSessions:
     by an attacker without the token; if it is, the revocations closest to expiry are dropped first.
     """
 
-    def __init__(self, max_entries: int = _MAX_REVOKED_SESSIONS) -> None:
+    def __init__(
+        self, max_entries: int = _MAX_REVOKED_SESSIONS, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self._max_entries = max_entries
+        self._clock = clock
         self._lock = threading.Lock()
         self._expiry_by_nonce: dict[str, int] = {}
 
     def revoke(self, session: Session) -> None:
         with self._lock:
-            now = _now()
+            now = self._clock()
             for nonce in [n for n, expires in self._expiry_by_nonce.items() if expires <= now]:
                 del self._expiry_by_nonce[nonce]
             self._expiry_by_nonce[session.nonce] = session.expires

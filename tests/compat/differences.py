@@ -9,6 +9,7 @@ another (see ``OFM_COMPAT_INTENDED_OFF`` in plugin/otel_flask_monitor_compat.py)
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -70,3 +71,26 @@ FLASK_DASHBOARD_EXPECTED_FAILURES: Final[dict[str, tuple[IntendedDifference, ...
     "tests/test_templating.py::test_template_loader_debugging": (DASHBOARD_TEMPLATES,),
 }
 """The run with the dashboard mounted may fail exactly these; the json_errors runs none."""
+
+
+WALL_CLOCK_ASSERTIONS: Final[dict[str, re.Pattern[str]]] = {
+    f"{_PROGRAMMATIC}{name}": pattern
+    for names, pattern in (
+        (
+            ("test_flask_metrics", "test_flask_metric_values"),
+            re.compile(r"^AssertionError: -?\d+ != -?[\d.]+ within 10 delta"),
+        ),
+        (
+            ("test_flask_metrics_new_semconv",),
+            re.compile(r"^AssertionError: [\d.e-]+ != [\d.e-]+ within 1 places"),
+        ),
+    )
+    for name in names
+}
+"""Upstream assertions of the wall clock, not of the instrumentation: these tests time three test-client
+requests with ``default_timer`` and require the duration histogram's sum to be within 10 ms (or 0.05 s)
+of it. Whatever runs outside the instrumentation's timer but inside the client's call (the monitor
+records a request when its response is closed, as it must for streamed bodies) widens the gap, and
+on a loaded 2-core machine it exceeds 10 ms. In any run, a failure of one of these tests whose
+message is exactly that wall-clock comparison is reported, not blamed; any other failure of the
+same test (the data-point count, the attributes, the metric names) is judged as usual."""

@@ -25,6 +25,7 @@ from tests.compat.upstream import (
     compare,
     describe,
     installed_version,
+    is_wall_clock_failure,
     run_all,
     upstream_source,
 )
@@ -90,7 +91,10 @@ def instrumentation_outcomes() -> dict[str, Outcome]:
 def test_the_unmonitored_suite_is_green(instrumentation_outcomes: dict[str, Outcome]) -> None:
     baseline = instrumentation_outcomes[UNMONITORED]
     assert baseline.passed
-    assert not baseline.failed, f"the instrumentation's suite fails without the monitor: {baseline.failed}"
+    failed = {
+        test: message for test, message in baseline.failed.items() if not is_wall_clock_failure(test, message)
+    }
+    assert not failed, f"the instrumentation's suite fails without the monitor: {failed}"
 
 
 @pytest.mark.parametrize("order", ATTACH)

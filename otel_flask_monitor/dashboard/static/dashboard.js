@@ -364,6 +364,27 @@
     row.appendChild(td);
   }
 
+  // The server fills trace_url_template in (docs/dashboard.md) and sends only http(s) links; the
+  // check here keeps any other scheme out of an href even if a proxy or a bug changed that.
+  function traceCell(row, entry) {
+    var td = cell(row, "", "trace-id");
+    var url = entry.trace_url;
+    if (!entry.trace_id) {
+      td.textContent = "–";
+    } else if (typeof url === "string" && /^https?:\/\//i.test(url)) {
+      var link = document.createElement("a");
+      link.textContent = entry.trace_id;
+      link.setAttribute("href", url);
+      link.setAttribute("target", "_blank");
+      link.setAttribute("rel", "noopener noreferrer");
+      link.setAttribute("title", "Open the trace");
+      td.appendChild(link);
+    } else {
+      td.textContent = entry.trace_id;
+    }
+    return td;
+  }
+
   function renderErrors(stats) {
     var server = byId("server-error-rows");
     clear(server);
@@ -373,7 +394,7 @@
       requestCell(row, error, false);
       cell(row, String(error.status_code), "num error-text");
       cell(row, error.exception_type || "–");
-      cell(row, error.trace_id || "–", "trace-id");
+      traceCell(row, error);
       server.appendChild(row);
     });
     if (!stats.recent_errors.length) {
@@ -388,12 +409,53 @@
       requestCell(row, error, true);
       cell(row, String(error.status_code), "num");
       cell(row, error.user_agent || "–", "user-agent");
-      cell(row, error.trace_id || "–", "trace-id");
+      traceCell(row, error);
       client.appendChild(row);
     });
     if (!stats.recent_client_errors.length) {
       emptyRow(client, 5, "No client errors recorded.");
     }
+  }
+
+  var ENDPOINT_STATES = {
+    false: ["never called", "muted"],
+    null: ["maybe called (under <other>)", "muted"],
+  };
+
+  function renderEndpoints(stats) {
+    var endpoints = stats.endpoints || [];
+    var tbody = byId("unused-rows");
+    clear(tbody);
+    var shown = 0;
+    endpoints.forEach(function (endpoint) {
+      if (endpoint.called === true) {
+        return;
+      }
+      var row = document.createElement("tr");
+      row.setAttribute("data-rule", endpoint.rule);
+      row.setAttribute("data-method", endpoint.method);
+      var state = ENDPOINT_STATES[String(endpoint.called)];
+      cell(row, endpoint.method, "method");
+      cell(row, endpoint.rule, "route");
+      cell(row, endpoint.endpoint, "endpoint-name");
+      cell(row, state[0], state[1] + " nowrap state");
+      tbody.appendChild(row);
+      shown += 1;
+    });
+    if (!shown) {
+      emptyRow(tbody, 4, stats.endpoints_total ? "Every endpoint was called in the window." : "The app has no endpoints of its own.");
+    }
+    var total = stats.endpoints_total || 0;
+    var notCalled = stats.endpoints_not_called || 0;
+    var unknown = total - notCalled - (stats.endpoints_called || 0);
+    var text = notCalled + " of " + total + " endpoints (method and URL rule) not called in the last " + duration(stats.window_seconds) + ".";
+    if (unknown > 0) {
+      text += " " + unknown + " more cannot be told: their requests may be among those beyond max_routes, counted under <other>.";
+    }
+    if (endpoints.length < total) {
+      text += " Listing " + endpoints.length + " of " + total + " (max_routes), the never-called first.";
+    }
+    setText("unused-summary", text);
   }
 
   // ---- chart ----------------------------------------------------------------------------------
@@ -670,7 +732,7 @@
       requestCell(row, entry, true);
       cell(row, String(entry.status_code), entry.status_code >= 500 ? "num error-text" : "num");
       cell(row, ms(entry.duration_ms) + " ms", "num");
-      cell(row, entry.trace_id || "–", "trace-id");
+      traceCell(row, entry);
       tbody.appendChild(row);
     });
     if (!slowest.length) {
@@ -749,6 +811,7 @@
         renderTotals(lastStats);
         renderRoutes(lastStats);
         renderErrors(lastStats);
+        renderEndpoints(lastStats);
         renderChart(lastStats);
         renderObjectives(lastStats);
         renderHealth(results[1]);

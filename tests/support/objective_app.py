@@ -1,5 +1,5 @@
-"""Apps with objectives: for the CLI tests (``tests.objective_app:app`` and ``:create_app()``), and for
-the live objectives across gunicorn workers (``:payments_app()``)."""
+"""Apps with objectives: for the CLI tests (``tests.support.objective_app:app`` and ``:create_app()``),
+and for the live objectives across gunicorn workers (``:payments_app()``)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
 
-from tests.loki_receiver import OTLP_ROUTES, LokiEntry, entries_from_request
+from tests.support.loki_receiver import OTLP_ROUTES, LokiEntry, entries_from_request
 
 MODES: Final = ("ok", "500", "429", "400", "slow")
 

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Final
 
-REPO: Final = Path(__file__).resolve().parent.parent
+REPO: Final = Path(__file__).resolve().parents[2]
 DOCS: Final = REPO / "docs"
 QUERIES_DOC: Final = DOCS / "queries.md"
 DASHBOARDS: Final = REPO / "deploy" / "grafana" / "dashboards"

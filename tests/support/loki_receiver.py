@@ -25,11 +25,11 @@ version docker-compose.yml runs): ``pkg/loghttp/push/otlp.go``, ``pkg/loghttp/pu
 - ``POST /otlp/v1/traces`` and ``POST /otlp/v1/metrics``: decoded and kept as they are.
 
 ``LokiReceiver(path_prefix="")`` serves the plain OTLP/HTTP paths (``/v1/logs``...) an SDK's exporter
-posts to; tests/otlp_sink.py uses it that way.
+posts to; tests/support/otlp_sink.py uses it that way.
 
 Usage::
 
-    from tests.loki_receiver import LokiReceiver
+    from tests.support.loki_receiver import LokiReceiver
 
     with LokiReceiver() as loki:
         ...  # point a Collector at loki.otlp_endpoint ("http://127.0.0.1:<port>/otlp")

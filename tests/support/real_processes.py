@@ -33,14 +33,27 @@ import psutil
 import pytest
 import requests
 
-from tests.loki_receiver import LokiEntry
+from tests.support.loki_receiver import LokiEntry
 
-REPO: Final = Path(__file__).parent.parent
+REPO: Final = Path(__file__).resolve().parents[2]
 DEMO_APP: Final = "otel_flask_monitor.demo.app:create_app()"
 START_TIMEOUT_SECONDS: Final = 30.0
 STOP_TIMEOUT_SECONDS: Final = 20.0
 
 # What the SDK writes on every failed or retried export; the monitor must replace it with one line.
+FAST_EXPORT: Final = {
+    "OTEL_BLRP_SCHEDULE_DELAY": "100",
+    "OTEL_BSP_SCHEDULE_DELAY": "100",
+    "OTEL_METRIC_EXPORT_INTERVAL": "500",
+}
+"""A child process's batches and metrics leave within a fraction of a second; the tests wait (with a
+deadline) on what arrives, never on these periods."""
+NO_TIMED_EXPORT: Final = {
+    "OTEL_BLRP_SCHEDULE_DELAY": "600000",
+    "OTEL_BSP_SCHEDULE_DELAY": "600000",
+    "OTEL_METRIC_EXPORT_INTERVAL": "600000",
+}
+"""Nothing leaves on a timer while a test runs: only a full batch, a flush or the shutdown sends."""
 SDK_NOISE: Final = ("Transient error", "Failed to export", "Queue full", "Exception while exporting")
 OUTAGE_WARNING: Final = "telemetry export to"
 RECOVERY_LINE: Final = "telemetry export recovered"

@@ -1,6 +1,6 @@
 """A monitored app whose routes stream, for tests against real servers (a helper, not a test file).
 
-gunicorn loads it as ``tests.streaming_app:create_app()``; the in-process tests call
+gunicorn loads it as ``tests.support.streaming_app:create_app()``; the in-process tests call
 :func:`create_app` themselves. Every route sleeps ``STEP_SECONDS`` before each chunk, so the time a
 body takes has a lower bound the tests can rely on: ``chunks x STEP_SECONDS``.
 """

@@ -33,7 +33,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 DEADLINE_MS = 30_000
 expect.set_options(timeout=DEADLINE_MS)  # Playwright's default is 5 s
 ITEM_ROUTE = "/items/<int:item_id>"

@@ -16,7 +16,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from tests.loki_receiver import LokiReceiver
+from tests.support.loki_receiver import LokiReceiver
 
 T = TypeVar("T")
 
@@ -132,7 +132,7 @@ def _decode_metrics(request: ExportMetricsServiceRequest) -> list[ReceivedMetric
 class OtlpSink:
     """OTLP/HTTP receiver on 127.0.0.1 (protobuf or JSON, gzip accepted); every accessor returns a snapshot.
 
-    The server is tests/loki_receiver.py's, on the plain OTLP paths: it keeps the decoded requests,
+    The server is tests/support/loki_receiver.py's, on the plain OTLP paths: it keeps the decoded requests,
     and the sink reads them as flat records.
     """
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from otel_flask_monitor import get_state
-from tests.apps import build_app
+from tests.support.apps import build_app
 
 WARM_UP_ROUTE = os.environ["WARM_UP_ROUTE"]
 WARM_UP_REQUESTS = int(os.environ["WARM_UP_REQUESTS"])

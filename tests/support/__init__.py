@@ -1,0 +1,1 @@
+"""What the tests share and test nothing themselves: apps, fake servers, process launchers, a clock."""
