@@ -5,43 +5,26 @@ against a real server on 127.0.0.1. Required in CI: a missing chromium fails thi
 from __future__ import annotations
 
 import re
-import time
-from typing import Any
 
 import pytest
 from flask import Flask
 from playwright.sync_api import expect
 
-from otel_flask_monitor import FlaskMonitor
 from tests.support.browser import ARTIFACTS, ITEM_ROUTE, chromium, hit, serving
+from tests.test_dashboard_browser import SLOW_ITEM, browser_app
 
 ECHO_ROUTE = "/echo/<path:rest>"
 MARKUP_PATH = '/echo/<img src=x onerror="alert(1)">'
-SLOW_MS = 80
 TRACE_URL_TEMPLATE = "https://grafana.example/explore?trace={trace_id}"
 
 pytestmark = pytest.mark.slow
 
 
 def drill_app() -> Flask:
-    app = Flask("drill-shop")
-
-    @app.get("/items/<int:item_id>")
-    def item(item_id: int) -> Any:
-        if item_id == 99:
-            time.sleep(SLOW_MS / 1000)  # the one slowest request, whatever the machine's load
-        return {"id": item_id}
-
-    @app.get("/echo/<path:rest>")
-    def echo(rest: str) -> Any:
-        return {"rest": rest}, 418
-
-    FlaskMonitor(
-        app,
+    return browser_app(
         trace_url_template=TRACE_URL_TEMPLATE,
         objectives={"GET /items/<int:item_id>": {"latency": {"threshold_ms": 60_000, "target": 99}}},
     )
-    return app
 
 
 def test_a_route_row_opens_its_drill_down_and_markup_stays_text() -> None:
@@ -50,7 +33,7 @@ def test_a_route_row_opens_its_drill_down_and_markup_stays_text() -> None:
     with serving(drill_app()) as server, chromium() as browser:
         for item_id in range(4):
             assert hit(server, "GET", f"/items/{item_id}") == 200
-        assert hit(server, "GET", "/items/99") == 200
+        assert hit(server, "GET", f"/items/{SLOW_ITEM}") == 200
         assert hit(server, "GET", "/echo/%3Cimg%20src=x%20onerror=%22alert(1)%22%3E") == 418
 
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -74,7 +57,7 @@ def test_a_route_row_opens_its_drill_down_and_markup_stays_text() -> None:
         expect(page.locator("#detail-histogram svg rect.bar-requests").first).to_be_visible()
         expect(page.locator("#detail-status-rows tr").first).to_contain_text("200")
         slowest = page.locator("#detail-slowest-rows tr").first
-        expect(slowest).to_contain_text("/items/99")
+        expect(slowest).to_contain_text(f"/items/{SLOW_ITEM}")
         trace = slowest.locator("td.trace-id a")
         expect(trace).to_have_text(re.compile(r"^[0-9a-f]{32}$"))
         trace_id = trace.inner_text()
