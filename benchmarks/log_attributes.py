@@ -17,7 +17,6 @@ the records that carry the attribute, with how many do.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import os
@@ -26,7 +25,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from otlp_encoding import capture_batches, cpu_seconds
+from otlp_encoding import capture_batches, cpu_seconds, parse_options
 
 
 def capture(count: int) -> tuple[list[Any], list[Any]]:
@@ -61,12 +60,7 @@ def cut_to(logs: list[Any], names: frozenset[str]) -> list[Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--batch", type=int, default=512)
-    options = parser.parse_args(argv)
+    options = parse_options(__doc__, argv)
 
     from otel_flask_monitor import _otel_compat as compat
     from otel_flask_monitor import otlp_encoding

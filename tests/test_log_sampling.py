@@ -18,29 +18,13 @@ from otel_flask_monitor.log_policy import LogSampler
 from otel_flask_monitor.record import ExceptionInfo, RequestRecord
 from tests.apps import build_app
 from tests.conftest import Exported
+from tests.test_aggregates import make_record
 
 RATIOS: Final = (0.001, 0.01, 0.1, 0.25, 0.5, 0.9, 1.0)
 
 
-def a_record(trace_id: str | None, *, status: int = 200, duration_ms: float = 5.0) -> RequestRecord:
-    return RequestRecord(
-        method="GET",
-        route="/items/<int:item_id>",
-        path="/items/1",
-        query="",
-        scheme="http",
-        status_code=status,
-        request_size=None,
-        response_size=2,
-        content_type="application/json",
-        client_address="127.0.0.1",
-        user_agent=None,
-        server_address="localhost",
-        duration_ms=duration_ms,
-        cpu_ms=1.0,
-        end_time_ns=0,
-        trace_id=trace_id,
-    )
+def a_record(trace_id: str | None) -> RequestRecord:
+    return make_record(trace_id=trace_id, duration_ms=5.0)
 
 
 def seeded_ids() -> list[str]:
