@@ -240,7 +240,7 @@ MUTATIONS: Final = (
         'health.note_error(f"{type(error).__name__}: {error}")',
         "raise",
     ),
-    # --- Log sampling: what matters is never sampled away, and the rest is weighed right ---------
+    # --- Log sampling: what matters is never sampled away, and the rest is weighed right -----------
     Mutation(
         "L1",
         "log sampling",
