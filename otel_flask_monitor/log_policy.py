@@ -7,8 +7,9 @@ weighted queries that count sampled records are in docs/log-schema.md and docs/q
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
@@ -73,24 +74,22 @@ def parse_log_attributes(name: str, value: object) -> frozenset[str]:
     return next((named for named in _NAMED_SETS.values() if named == selected), frozenset(selected))
 
 
-def parse_sample_ratio(name: str, value: object) -> float:
+def _number(name: str, value: object, expected: str, acceptable: Callable[[float], bool]) -> float:
     try:
-        ratio = float(value if isinstance(value, (int, float)) else str(value).strip())
+        number = float(value if isinstance(value, (int, float)) else str(value).strip())
     except ValueError:
-        raise ValueError(f"{name}: expected a number in (0, 1], got {value!r}") from None
-    if not 0.0 < ratio <= 1.0:  # NaN fails too
-        raise ValueError(f"{name}: expected a number in (0, 1], got {value!r}")
-    return ratio
+        number = math.nan
+    if not acceptable(number):  # NaN never is
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    return number
+
+
+def parse_sample_ratio(name: str, value: object) -> float:
+    return _number(name, value, "a number in (0, 1]", lambda ratio: 0.0 < ratio <= 1.0)
 
 
 def parse_slow_request_ms(name: str, value: object) -> float:
-    try:
-        threshold = float(value if isinstance(value, (int, float)) else str(value).strip())
-    except ValueError:
-        raise ValueError(f"{name}: expected a number of milliseconds >= 0, got {value!r}") from None
-    if not threshold >= 0.0:  # NaN fails too
-        raise ValueError(f"{name}: expected a number of milliseconds >= 0, got {value!r}")
-    return threshold
+    return _number(name, value, "a number of milliseconds >= 0", lambda threshold: threshold >= 0.0)
 
 
 class LogSampler:
@@ -110,7 +109,7 @@ class LogSampler:
     def sample_rate(self, record: RequestRecord) -> float | None:
         """The ``sample_rate`` the record's log carries (the inverse of its chance to be kept), or
         None when it is not logged."""
-        if self._ratio >= 1.0 or record.is_server_error or record.exception is not None:
+        if self._ratio >= 1.0 or record.is_server_error:  # 5xx, or an exception whatever the status
             return 1.0
         if record.duration_ms >= self._slow_request_ms:
             return 1.0

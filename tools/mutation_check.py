@@ -245,7 +245,7 @@ MUTATIONS: Final = (
         "L1",
         "log sampling",
         "an unhandled exception answered with a non-5xx status is sampled like any request",
-        "if self._ratio >= 1.0 or record.is_server_error or record.exception is not None:",
+        "if self._ratio >= 1.0 or record.is_server_error:",
         "if self._ratio >= 1.0 or record.status_code >= 500:",
     ),
     Mutation(
