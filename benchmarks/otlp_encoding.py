@@ -93,13 +93,18 @@ def cpu_seconds(run: Callable[[], object]) -> float:
     return time.process_time() - start
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_options(description: str | None, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``--rounds`` (default 15) and ``--batch`` (default 512), shared with log_attributes.py."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--batch", type=int, default=512)
-    options = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_options(__doc__, argv)
 
     from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs as sdk_encode_logs
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans

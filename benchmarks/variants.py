@@ -20,7 +20,7 @@ Variants:
                    record per request, as stock code does.
   monitor-sampled  monitor with the same sampler and OTEL_FLASK_MONITOR_LOG_SAMPLE_RATIO=0.1.
 Opt-in (to see where the monitor's cost goes): monitor-no-logs, monitor-no-span-enrich,
-monitor-span-enrich, monitor-hooks-only, monitor-objectives.
+monitor-span-enrich, monitor-hooks-only, monitor-objectives, monitor-full-attributes.
 
 Both OTel variants leave the sampler to ``TracerProvider()``, which reads OTEL_TRACES_SAMPLER(_ARG)
 through ``opentelemetry.sdk.trace.sampling._get_from_env_or_default``; for
@@ -307,6 +307,8 @@ VARIANTS: dict[str, Variant] = {
         lambda: build_monitor(emit_logs=False, enrich_spans=False), uses_monitor=True
     ),
     "monitor-objectives": Variant(lambda: build_monitor(objectives=OBJECTIVES), uses_monitor=True),
+    # Every log attribute (the record before issue 11's lean default), to see what the default saves.
+    "monitor-full-attributes": Variant(lambda: build_monitor(log_attributes="full"), uses_monitor=True),
 }
 DEFAULT_VARIANTS = ("bare", "otel", "monitor", "article", "otel-sampled", "monitor-sampled")
 # numerator, denominator, bound: ratio <= bound passes.

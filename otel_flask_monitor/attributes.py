@@ -20,6 +20,7 @@ from typing import Final
 
 from opentelemetry.util.types import AttributeValue
 
+from otel_flask_monitor.log_policy import DEFAULT_LOG_ATTRIBUTES, FULL_LOG_ATTRIBUTES, OPTIONAL_LOG_ATTRIBUTES
 from otel_flask_monitor.record import MAX_METHOD_BYTES, RequestRecord
 from otel_flask_monitor.redaction import truncate, truncate_middle, utf8_length
 
@@ -58,38 +59,70 @@ _AT_MOST_BYTES: Final = {
 }
 
 
-def record_attributes(record: RequestRecord) -> dict[str, AttributeValue]:
-    """Every attribute of the record: the HTTP ones the span and the log record share, then (on the
-    log record only; the span carries them as an event) the exception's."""
-    candidates: dict[str, AttributeValue | None] = {
-        "http.request.method": record.method,
-        "http.request.method_original": record.method_original,
-        "http.route": record.route,
-        "url.path": record.path,
-        "url.query": record.query or None,
-        "url.scheme": record.scheme,
-        "http.response.status_code": record.status_code,
-        "http.request.body.size": record.request_size,
-        "http.response.body.size": record.response_size,
-        "http.response.header.content-type": record.content_type,
-        "client.address": record.client_address,
-        "user_agent.original": record.user_agent,
-        "server.address": record.server_address,
-        "duration_ms": round(record.duration_ms, 3),
-        "cpu_ms": round(record.cpu_ms, 3),
-        "response_streamed": True if record.streamed else None,
-        "response_cut_short": record.cut_short,
-    }
-    if record.is_server_error:
-        candidates["error.type"] = record.exception.type if record.exception else str(record.status_code)
-    for name, value in record.captured_headers:
-        candidates[HEADER_PREFIX + name] = value
+def record_attributes(
+    record: RequestRecord, selected: frozenset[str] = FULL_LOG_ATTRIBUTES
+) -> dict[str, AttributeValue]:
+    """The record's attributes named in ``selected`` (:mod:`otel_flask_monitor.log_policy`): the HTTP
+    ones the span and the log record share, the captured headers, then (on the log record only; the
+    span carries them as an event) the exception's. An attribute not selected is never computed."""
+    attributes: dict[str, AttributeValue] = {"http.request.method": record.method}
+    if record.method_original is not None:
+        attributes["http.request.method_original"] = record.method_original
+    if record.route is not None:
+        attributes["http.route"] = record.route
+    attributes["url.path"] = record.path
+    attributes["http.response.status_code"] = record.status_code
+    if selected is not DEFAULT_LOG_ATTRIBUTES:
+        for name, field in _OPTIONAL_FIELDS:
+            value = getattr(record, field) if name in selected else None
+            if value is not None and (value or name != "url.query"):  # an empty query is none
+                attributes[name] = value
+    attributes["duration_ms"] = round(record.duration_ms, 3)
+    attributes["cpu_ms"] = round(record.cpu_ms, 3)
+    if record.streamed:
+        attributes["response_streamed"] = True
+    if record.cut_short is not None:
+        attributes["response_cut_short"] = record.cut_short
     exception = record.exception
+    if record.is_server_error:
+        attributes["error.type"] = exception.type if exception else str(record.status_code)
+    for name, header in record.captured_headers:
+        attributes[HEADER_PREFIX + name] = header
     if exception is not None:
-        candidates["exception.type"] = exception.type
-        candidates["exception.message"] = exception.message
-        candidates["exception.stacktrace"] = exception.stacktrace
-    return {key: value for key, value in candidates.items() if value is not None}
+        attributes["exception.type"] = exception.type
+        attributes["exception.message"] = exception.message
+        attributes["exception.stacktrace"] = exception.stacktrace
+    if not (
+        selected is DEFAULT_LOG_ATTRIBUTES
+        or selected is FULL_LOG_ATTRIBUTES
+        or selected >= DEFAULT_LOG_ATTRIBUTES
+    ):
+        # An explicit list may leave out default attributes too.
+        return {
+            key: value
+            for key, value in attributes.items()
+            if key in selected or key.startswith(HEADER_PREFIX)
+        }
+    return attributes
+
+
+# The attributes outside the default set, with the record field each is read from.
+_OPTIONAL_FIELDS: Final = tuple(
+    zip(
+        OPTIONAL_LOG_ATTRIBUTES,
+        (
+            "query",
+            "scheme",
+            "request_size",
+            "response_size",
+            "content_type",
+            "client_address",
+            "user_agent",
+            "server_address",
+        ),
+        strict=True,
+    )
+)
 
 
 def entry_bytes(key: str, value: AttributeValue) -> int:

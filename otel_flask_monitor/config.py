@@ -16,64 +16,23 @@ from typing import Any, Final
 
 from flask import Request
 
+from otel_flask_monitor.log_policy import (
+    DEFAULT_LOG_ATTRIBUTES,
+    parse_log_attributes,
+    parse_sample_ratio,
+    parse_slow_request_ms,
+)
 from otel_flask_monitor.objective_declarations import parse_objectives
-from otel_flask_monitor.objectives import NO_OBJECTIVES, ObjectiveError, ObjectivePolicy
+from otel_flask_monitor.objectives import NO_OBJECTIVES, ObjectivePolicy
 from otel_flask_monitor.record import MAX_CAPTURED_HEADERS, MAX_HEADER_NAME_BYTES
-from otel_flask_monitor.redaction import utf8_length
+from otel_flask_monitor.redaction import DEFAULT_REDACTED_HEADERS, DEFAULT_REDACTED_QUERY_PARAMS, utf8_length
 from otel_flask_monitor.trace_links import check_trace_url_template
 
 AccessCheck = Callable[[Request], bool]
 
 ENV_PREFIX: Final = "OTEL_FLASK_MONITOR_"
 
-DEFAULT_REDACTED_HEADERS: Final = (
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-    "x-api-key",
-    "api-key",
-    "x-auth-token",
-    "x-access-token",
-    "x-csrf-token",
-    "x-xsrf-token",
-    "x-amz-security-token",
-)
-
-# Matched with re.search, case-insensitively, against each decoded query parameter name; over-redaction
-# (`key$` matches `monkey`, `auth` matches `author`) is the safe failure. Where each comes from is in
-# docs/configuration.md ("What is redacted by default").
-DEFAULT_REDACTED_QUERY_PARAMS: Final = (
-    # Apitally's default query masks (apitally-py, apitally/client/request_logging.py).
-    "auth",
-    "api[-_]?key",
-    "secret",
-    "token",
-    "passw",
-    "pwd",
-    # Sentry's default denylist (sentry-python, sentry_sdk/scrubber.py, from Relay's defaults).
-    "credential",
-    "key$",
-    "session",
-    "sessid",
-    "^sid$",
-    "csrf",
-    "xsrf",
-    # OWASP Logging Cheat Sheet, "Data to exclude": access tokens, session identifiers, passwords.
-    "^access$",
-    "bearer",
-    "jwt",
-    "otp",
-    "^pass$",
-    "passphrase",
-    # Pre-signed URLs: AWS X-Amz-Signature, Azure SAS `sig`.
-    "signature",
-    "^sig$",
-    # OAuth 2.0 redirects (RFC 6749 4.1.2, 10.5, 10.12): the authorization code and state, and PKCE.
-    "^code$",
-    "^state$",
-    "verifier",
-)
+__all__ = ["DEFAULT_REDACTED_HEADERS", "DEFAULT_REDACTED_QUERY_PARAMS"]  # defaults kept in redaction.py
 
 
 class ConfigError(ValueError):
@@ -170,11 +129,16 @@ def _parse_trace_url(name: str, value: object) -> str | None:
     return None if text is None else check_trace_url_template(name, text, ConfigError)
 
 
-def _parse_objectives(name: str, value: object) -> ObjectivePolicy:
-    try:
-        return parse_objectives(name, value)
-    except ObjectiveError as error:
-        raise ConfigError(str(error)) from None
+def _declared(parse: Callable[[str, object], Any]) -> Callable[[str, object], Any]:
+    """A parser of a module below this one, whose ValueError becomes a ConfigError (it names the setting)."""
+
+    def parse_setting(name: str, value: object) -> Any:
+        try:
+            return parse(name, value)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+    return parse_setting
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +165,9 @@ class MonitorSettings:
     trace_id_header: str | None = "X-Trace-Id"
     json_errors: bool = True
     emit_logs: bool = True
+    log_attributes: frozenset[str] = DEFAULT_LOG_ATTRIBUTES
+    log_sample_ratio: float = 1.0
+    slow_request_ms: float = 1000.0
     enrich_spans: bool = False
     setup_telemetry: bool = True
     instrument_flask: bool = True
@@ -324,6 +291,24 @@ OPTIONS: Final[tuple[Option, ...]] = (
     ),
     Option("emit_logs", _parse_bool, "Emit one OTel log record per request."),
     Option(
+        "log_attributes",
+        _declared(parse_log_attributes),
+        "The log record's attributes: `default` (what the documented queries and dashboards read), "
+        "`full`, or a list of names, which may include `default` ([log-schema.md](log-schema.md)).",
+    ),
+    Option(
+        "log_sample_ratio",
+        _declared(parse_sample_ratio),
+        "Share of requests logged, in (0, 1], chosen by trace id as `TraceIdRatioBased` does; 5xx, "
+        "exceptions and slow requests always are; each record's `sample_rate` weighs it "
+        "([queries.md](queries.md#sampled-logs)).",
+    ),
+    Option(
+        "slow_request_ms",
+        _declared(parse_slow_request_ms),
+        "Requests taking at least this many milliseconds are logged whatever `log_sample_ratio`.",
+    ),
+    Option(
         "enrich_spans",
         _parse_bool,
         "Also add to the server span what the instrumentation does not record (body sizes, content "
@@ -360,7 +345,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
     ),
     Option(
         "objectives",
-        _parse_objectives,
+        _declared(parse_objectives),
         "Objectives (SLOs) per route: a mapping of route pattern (or `default`) to a latency and/or "
         "availability objective; the environment variable and app.config take its JSON "
         "(docs/objectives.md).",

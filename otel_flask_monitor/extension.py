@@ -23,6 +23,7 @@ from otel_flask_monitor.dispatch import Consumer, FailureReporter, RecordDispatc
 from otel_flask_monitor.errors import register_json_500
 from otel_flask_monitor.hooks import RequestLifecycle
 from otel_flask_monitor.instrumentation_guard import guard_instrumentation
+from otel_flask_monitor.log_policy import LogSampler
 from otel_flask_monitor.objective_metrics import ObjectiveCounter, objective_counter
 from otel_flask_monitor.process import PROCESS
 from otel_flask_monitor.redaction import Redactor, instrumentation_captures_headers
@@ -124,6 +125,8 @@ class FlaskMonitor:
                 max_stacktrace_length=settings.max_stacktrace_length,
                 captured_headers=settings.captured_headers,
             ),
+            log_attributes=settings.log_attributes,
+            sampler=LogSampler(settings.log_sample_ratio, settings.slow_request_ms),
         )
         dispatcher = RecordDispatcher([*_consumers(signals, store, objectives), *consumers], failures)
         lifecycle = RequestLifecycle(

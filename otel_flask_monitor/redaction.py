@@ -18,6 +18,55 @@ from opentelemetry.util.types import AttributeValue
 REDACTED = "[REDACTED]"
 TRUNCATION_MARK = "..."
 
+DEFAULT_REDACTED_HEADERS: Final = (
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api-key",
+    "x-auth-token",
+    "x-access-token",
+    "x-csrf-token",
+    "x-xsrf-token",
+    "x-amz-security-token",
+)
+
+# Matched with re.search, case-insensitively, against each decoded query parameter name; over-redaction
+# (`key$` matches `monkey`, `auth` matches `author`) is the safe failure. Where each comes from is in
+# docs/configuration.md ("What is redacted by default").
+DEFAULT_REDACTED_QUERY_PARAMS: Final = (
+    # Apitally's default query masks (apitally-py, apitally/client/request_logging.py).
+    "auth",
+    "api[-_]?key",
+    "secret",
+    "token",
+    "passw",
+    "pwd",
+    # Sentry's default denylist (sentry-python, sentry_sdk/scrubber.py, from Relay's defaults).
+    "credential",
+    "key$",
+    "session",
+    "sessid",
+    "^sid$",
+    "csrf",
+    "xsrf",
+    # OWASP Logging Cheat Sheet, "Data to exclude": access tokens, session identifiers, passwords.
+    "^access$",
+    "bearer",
+    "jwt",
+    "otp",
+    "^pass$",
+    "passphrase",
+    # Pre-signed URLs: AWS X-Amz-Signature, Azure SAS `sig`.
+    "signature",
+    "^sig$",
+    # OAuth 2.0 redirects (RFC 6749 4.1.2, 10.5, 10.12): the authorization code and state, and PKCE.
+    "^code$",
+    "^state$",
+    "verifier",
+)
+
 # A query string is parsed only this many bytes per byte of the limit its re-encoded (ASCII) form is
 # cut to: enough to fill the limit whatever the client sent (a three-byte escape may come out as one
 # byte), and a 60 KB query costs what a 3 KB one does.

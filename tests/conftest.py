@@ -7,6 +7,7 @@ set-up is exercised in subprocesses (tests/test_telemetry_setup.py).
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 
@@ -27,6 +28,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 # would never stop. A handled signal is reset to the default in a started program, so handle it here.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# Every log attribute for the in-process monitors: the tests of redaction, caps, streaming and the
+# record's fields read attributes the lean default leaves out. An option passed to FlaskMonitor
+# overrides it; tests/test_log_attributes.py tests the default set itself, without it.
+os.environ.setdefault("OTEL_FLASK_MONITOR_LOG_ATTRIBUTES", "full")
 
 SPAN_EXPORTER = InMemorySpanExporter()
 LOG_EXPORTER = InMemoryLogRecordExporter()

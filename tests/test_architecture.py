@@ -28,6 +28,7 @@ LAYERS: Final = (
     "record",
     "objectives",
     "objective_declarations",
+    "log_policy",
     "config",
     # The consumers of the record, knowing nothing of Flask.
     "dispatch",

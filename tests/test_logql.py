@@ -67,6 +67,7 @@ STRUCTURED_METADATA: Final = frozenset(
         "span_id",
         "scope_name",
         "scope_version",
+        "sample_rate",
     }
 )
 
@@ -182,6 +183,10 @@ def test_queries_doc_covers_what_users_ask_for() -> None:
         "error rate by route": lambda q: ">= 500" in q and " / " in q and "by (http_route)" in q,
         "requests by status code": lambda q: "by (http_response_status_code)" in q,
         "every line of one trace id": lambda q: not is_metric_query(q) and "trace_id=" in q,
+        "requests per route weighted by sample_rate": lambda q: (
+            q.startswith("sum by (http_route) (sum_over_time(") and "unwrap sample_rate" in q
+        ),
+        "error rate weighted by sample_rate": lambda q: ">= 500" in q and q.count("unwrap sample_rate") == 2,
     }
     missing = [name for name, matches in wanted.items() if not any(matches(q) for q in queries)]
     assert not missing, f"docs/queries.md lacks: {missing}"

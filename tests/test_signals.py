@@ -10,6 +10,7 @@ from opentelemetry.util.types import AttributeValue
 from otel_flask_monitor._otel_compat import get_logger
 from otel_flask_monitor.attributes import AttributeBound, entry_bytes, record_attributes
 from otel_flask_monitor.dispatch import FailureReporter
+from otel_flask_monitor.log_policy import DEFAULT_LOG_ATTRIBUTES, FULL_LOG_ATTRIBUTES, SAMPLE_RATE_ATTRIBUTE
 from otel_flask_monitor.record import ExceptionInfo, RequestRecord
 from otel_flask_monitor.redaction import Redactor
 from otel_flask_monitor.signals import RecordSignals
@@ -37,12 +38,33 @@ class BrokenLogger:
 
 def test_span_and_log_get_the_same_attributes_built_once(exported: Exported) -> None:
     spans = RecordingSpans()
+    signals = RecordSignals(
+        spans=spans,
+        logger=get_logger("test-signals"),
+        failures=FailureReporter(),
+        log_attributes=FULL_LOG_ATTRIBUTES,
+    )
+    signals(make_record(status_code=503))
+
+    (given,) = spans.given
+    (log,) = exported.request_logs()
+    expected = record_attributes(make_record(status_code=503))
+    assert dict(log.log_record.attributes or {}) == {**expected, SAMPLE_RATE_ATTRIBUTE: 1.0}
+    assert {key: value for key, value in given.items() if key != SAMPLE_RATE_ATTRIBUTE} == expected
+
+
+def test_the_log_record_carries_its_selection_of_the_spans_attributes(exported: Exported) -> None:
+    spans = RecordingSpans()
     signals = RecordSignals(spans=spans, logger=get_logger("test-signals"), failures=FailureReporter())
     signals(make_record(status_code=503))
 
     (given,) = spans.given
     (log,) = exported.request_logs()
-    assert dict(log.log_record.attributes or {}) == given == record_attributes(make_record(status_code=503))
+    full = record_attributes(make_record(status_code=503))
+    assert {key: value for key, value in given.items() if key != SAMPLE_RATE_ATTRIBUTE} == full
+    selected = {key: value for key, value in full.items() if key in DEFAULT_LOG_ATTRIBUTES}
+    assert dict(log.log_record.attributes or {}) == {**selected, SAMPLE_RATE_ATTRIBUTE: 1.0}
+    assert selected != full  # the default leaves the opt-in attributes out
 
 
 def test_a_failing_span_write_leaves_the_log_its_record(exported: Exported) -> None:

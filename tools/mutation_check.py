@@ -240,7 +240,28 @@ MUTATIONS: Final = (
         'health.note_error(f"{type(error).__name__}: {error}")',
         "raise",
     ),
-    # --- Sampling: add its mutations here once sampling exists (e.g. a 0 rate still records). ------
+    # --- Log sampling: what matters is never sampled away, and the rest is weighed right -----------
+    Mutation(
+        "L1",
+        "log sampling",
+        "an unhandled exception answered with a non-5xx status is sampled like any request",
+        "if self._ratio >= 1.0 or record.is_server_error:",
+        "if self._ratio >= 1.0 or record.status_code >= 500:",
+    ),
+    Mutation(
+        "L2",
+        "log sampling",
+        "the log sampler keeps other trace ids than TraceIdRatioBased (the high bits instead of the low 64)",
+        "kept = int(record.trace_id, 16) & TraceIdRatioBased.TRACE_ID_LIMIT < self._bound",
+        "kept = int(record.trace_id, 16) >> 64 < self._bound",
+    ),
+    Mutation(
+        "L3",
+        "log sampling",
+        "sampled records carry the ratio as sample_rate instead of its inverse",
+        "self._sampled_rate = 1.0 / ratio",
+        "self._sampled_rate = ratio",
+    ),
 )
 
 

@@ -113,6 +113,9 @@ def base_env(endpoint: str, **extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO)
     env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
     env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
+    # Every attribute: these tests tag requests by `url_query` (phase_of) and check the whole schema;
+    # that the default set answers the shipped queries is tests/test_log_attributes.py's.
+    env["OTEL_FLASK_MONITOR_LOG_ATTRIBUTES"] = "full"
     env.update(extra)
     return env
 
