@@ -7,7 +7,10 @@ on the machine:
 - ``AggregateStore.record`` vs calling a consumer that does nothing; with ``--compare-with``, also vs
   the ``AggregateStore`` of another version of the store (a file, e.g. ``git show
   main:otel_flask_monitor/aggregates.py > /tmp/main_aggregates.py``), the two timed in turn, same records;
-- resident memory with every (route, slot) filled vs the process before the store existed;
+- resident memory with every (route, slot) filled vs the process before the store existed: the worst
+  case, every route with a latency objective, more distinct status codes than a slot keeps, and every
+  request with its own 300-character path and trace id (each slot keeps its slowest requests' texts);
+- the drill-down of one route (``route_detail``) over that full window vs ``snapshot()``;
 - ``GET /monitoring/stats`` with ``max_routes`` routes over a full window vs ``GET /monitoring/health``
   and vs ``/stats`` of an empty store; the first ``snapshot()`` (every closed slot added to the running
   sums) vs the following ones.
@@ -34,6 +37,8 @@ from flask import Flask
 from otel_flask_monitor import FlaskMonitor, get_state
 from otel_flask_monitor.aggregates import AggregateStore
 from otel_flask_monitor.config import resolve_settings
+from otel_flask_monitor.objective_declarations import parse_objectives
+from otel_flask_monitor.objective_metrics import ObjectiveCounter
 from otel_flask_monitor.record import RequestRecord
 
 DEFAULTS = resolve_settings({}, {}, {})
@@ -49,15 +54,44 @@ class FakeClock:
 
 
 def store_with(clock: Callable[[], float] = time.time, **options: int) -> AggregateStore:
-    """A store with the documented defaults but for ``options``."""
-    return AggregateStore.from_settings(dataclasses.replace(DEFAULTS, **options), clock)
+    """A store with the documented defaults but for ``options``, every route with a latency objective."""
+    counter = ObjectiveCounter(parse_objectives("objectives", WORST_CASE_OBJECTIVES), max_routes=100_000)
+    return AggregateStore.from_settings(dataclasses.replace(DEFAULTS, **options), clock, objectives=counter)
 
 
-def make_record(route: str, duration_ms: float, status: int = 200) -> RequestRecord:
+WORST_CASE_OBJECTIVES = {"default": {"latency": {"threshold_ms": 50, "target": 99}, "availability": 99.9}}
+STATUSES = (
+    200,
+    201,
+    202,
+    204,
+    301,
+    302,
+    304,
+    400,
+    401,
+    403,
+    404,
+    409,
+    422,
+    429,
+    500,
+    502,
+    503,
+    504,
+    418,
+    207,
+)
+"""More distinct codes than a slot keeps per route (counts.STATUS_CODES_PER_ROUTE)."""
+
+
+def make_record(
+    route: str, duration_ms: float, status: int = 200, path: str | None = None, trace_id: str = "0" * 32
+) -> RequestRecord:
     return RequestRecord(
         method="GET",
         route=route,
-        path=route,
+        path=route if path is None else path,
         query="",
         scheme="http",
         status_code=status,
@@ -70,7 +104,7 @@ def make_record(route: str, duration_ms: float, status: int = 200) -> RequestRec
         duration_ms=duration_ms,
         cpu_ms=0.1,
         end_time_ns=0,
-        trace_id="0" * 32,
+        trace_id=trace_id,
     )
 
 
@@ -145,8 +179,10 @@ def fill_window(store: AggregateStore, clock: FakeClock, records_per_route_slot:
         clock.now += store.slot_seconds
         for route in routes:
             for _ in range(records_per_route_slot):
-                status = 500 if rng.random() < 0.05 else 200
-                store.record(make_record(route, rng.lognormvariate(3, 1.5), status))
+                status = rng.choice(STATUSES)
+                path = f"/api/v1/{rng.getrandbits(64):016x}/".ljust(300, "x")  # kept whole (300 = the cap)
+                trace_id = f"{rng.getrandbits(128):032x}"
+                store.record(make_record(route, rng.lognormvariate(3, 1.5), status, path, trace_id))
                 recorded += 1
     return recorded
 
@@ -208,6 +244,15 @@ def bench_memory_and_stats(max_routes: int, records_per_route_slot: int, repeat:
     print(
         f"snapshot() with {max_routes} routes over a full window: {snapshot_ms:.1f} ms "
         f"(the first, adding every closed slot to the running sums: {first_snapshot_ms:.0f} ms)"
+    )
+    key = ("GET", "/api/v1/resource0/<int:item_id>")
+    detail_ms = median_ms(lambda: store.route_detail(key), repeat)
+    detail = store.route_detail(key)
+    assert detail is not None
+    assert detail["summary"]["requests"] == store.slot_count * records_per_route_slot
+    print(
+        f"route_detail() of one route over that window: {detail_ms:.1f} ms "
+        f"(snapshot(): {snapshot_ms:.1f} ms, ratio {detail_ms / snapshot_ms:.2f}x)"
     )
     print(
         f"GET /monitoring/stats with {max_routes} routes: {full_stats_ms:.1f} ms, {body / 1024:.0f} KiB "

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
-from otel_flask_monitor.burn_rate import BURN_ALERTS, PERIOD_SECONDS, BurnAlert
+from otel_flask_monitor.burn_rate import BURN_ALERTS, MIN_REQUESTS, PERIOD_SECONDS, BurnAlert
 from otel_flask_monitor.objectives import Kind, Objective, RouteObjectives
 
 PROMETHEUS_METRIC: Final = "otel_flask_monitor_objective_requests_total"
@@ -37,7 +37,7 @@ ERRORS_RECORD: Final = "otel_flask_monitor:objective_errors:ratio_rate"
 TARGET_RECORD: Final = "otel_flask_monitor:objective_target:ratio"
 ALERT_NAME: Final = "ObjectiveBudgetBurn"
 DEFAULT_SERVICE_LABEL: Final = "service_name"
-DEFAULT_MIN_REQUESTS: Final = 10
+DEFAULT_MIN_REQUESTS: Final = MIN_REQUESTS
 PERIOD_EVALUATION_INTERVAL: Final = "5m"
 """The 30-day figures change slowly and read a month of samples: evaluated every 5 minutes."""
 

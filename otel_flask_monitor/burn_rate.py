@@ -49,6 +49,12 @@ BURN_ALERTS: Final = (
 )
 
 
+MIN_REQUESTS: Final = 10
+"""Requests an alert's long window must hold before it may fire (the generated rules'
+``--min-requests`` default; the live ``burning`` flag's too): a nearly idle route does not page on
+its first failure."""
+
+
 def _check(good: int, total: int) -> None:
     if good < 0 or total < 0 or good > total:
         raise ValueError(f"need 0 <= good <= total, got good={good}, total={total}")

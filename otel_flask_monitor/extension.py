@@ -16,7 +16,7 @@ from otel_flask_monitor.aggregates import AggregateStore
 from otel_flask_monitor.aggregates.multiprocess import MultiprocessAggregates
 from otel_flask_monitor.app_lifetime import bind_wsgi_app_weakly
 from otel_flask_monitor.attributes import AttributeBound
-from otel_flask_monitor.config import MonitorSettings, resolve_settings
+from otel_flask_monitor.config import resolve_settings
 from otel_flask_monitor.dashboard import build_blueprint
 from otel_flask_monitor.diagnostics import Diagnostics
 from otel_flask_monitor.dispatch import Consumer, FailureReporter, RecordDispatcher
@@ -24,13 +24,13 @@ from otel_flask_monitor.errors import register_json_500
 from otel_flask_monitor.hooks import RequestLifecycle
 from otel_flask_monitor.instrumentation_guard import guard_instrumentation
 from otel_flask_monitor.log_policy import LogSampler
-from otel_flask_monitor.objective_metrics import objective_consumer
+from otel_flask_monitor.objective_metrics import ObjectiveCounter, objective_counter
 from otel_flask_monitor.process import PROCESS
 from otel_flask_monitor.redaction import Redactor, instrumentation_captures_headers
 from otel_flask_monitor.signals import RecordSignals
 from otel_flask_monitor.spans import SpanWriter
 from otel_flask_monitor.state import EXTENSION_KEY, MonitorState, get_state
-from otel_flask_monitor.telemetry import Telemetry, setup_telemetry
+from otel_flask_monitor.telemetry import setup_telemetry
 
 __all__ = ["EXTENSION_KEY", "FlaskMonitor", "MonitorState", "get_state"]
 
@@ -64,8 +64,9 @@ class FlaskMonitor:
         (docs/configuration.md#seams-for-tests-benchmarks-and-extensions):
 
         - ``aggregates``: the store this app's records feed and ``/monitoring/stats`` reads, e.g. one
-          filled beforehand; it keeps its own window, route cap and clock (else one built from the
-          settings, on ``clock``);
+          filled beforehand; it keeps its own window, route cap and clock, and its objectives if it has
+          some (else it counts the app's; without ``aggregates``, one built from the settings, on
+          ``clock``);
         - ``clock``: Unix seconds, for the rolling window the monitor builds and for login-session
           expiry;
         - ``consumers``: ``(name, callable)`` pairs given each finished
@@ -92,7 +93,15 @@ class FlaskMonitor:
             instrumented_by_monitor = _instrument(app)
         PROCESS.system_metrics.start(telemetry.meter)  # once per process, however many apps
         failures = FailureReporter()
-        store = aggregates if aggregates is not None else AggregateStore.from_settings(settings, clock)
+        objectives = objective_counter(settings, telemetry.meter, PROCESS.objective_metric)
+        # The aggregates count requests within each route's latency objective for the live view.
+        live_objectives = objectives if settings.objectives else None
+        if aggregates is None:
+            store = AggregateStore.from_settings(settings, clock, objectives=live_objectives)
+        else:
+            store = aggregates
+            if store.objectives is None:
+                store.objectives = live_objectives
         diagnostics = Diagnostics(settings, telemetry.health, lambda: store.has_recorded)
         redactor = Redactor(
             settings.redacted_headers,
@@ -119,9 +128,7 @@ class FlaskMonitor:
             log_attributes=settings.log_attributes,
             sampler=LogSampler(settings.log_sample_ratio, settings.slow_request_ms),
         )
-        dispatcher = RecordDispatcher(
-            [*_consumers(settings, telemetry, signals, store), *consumers], failures
-        )
+        dispatcher = RecordDispatcher([*_consumers(signals, store, objectives), *consumers], failures)
         lifecycle = RequestLifecycle(
             settings,
             redactor=redactor,
@@ -153,13 +160,13 @@ class FlaskMonitor:
 
 
 def _consumers(
-    settings: MonitorSettings, telemetry: Telemetry, signals: RecordSignals, aggregates: AggregateStore
+    signals: RecordSignals, aggregates: AggregateStore, objectives: ObjectiveCounter
 ) -> list[tuple[str, Consumer]]:
     consumers: list[tuple[str, Consumer]] = []
     if signals.enabled:
         consumers.append(("signals", signals))
     consumers.append(("aggregates", aggregates.record))
-    consumers.append(objective_consumer(settings, telemetry.meter, PROCESS.objective_metric))
+    consumers.append(("objectives", objectives.record))
     return consumers
 
 

@@ -44,7 +44,6 @@ from otel_flask_monitor.record import RequestRecord
 
 if TYPE_CHECKING:
     from otel_flask_monitor.config import MonitorSettings
-    from otel_flask_monitor.dispatch import Consumer
 
 METRIC_NAME: Final = "otel_flask_monitor.objective.requests"
 METRIC_UNIT: Final = "{request}"
@@ -66,9 +65,11 @@ class _Tracked:
         "latency_bad",
         "latency_good",
         "latency_threshold_ms",
+        "objectives",
     )
 
     def __init__(self, method: str, rule: str, objectives: RouteObjectives) -> None:
+        self.objectives = objectives
         latency = objectives.latency.objective if objectives.latency is not None else None
         self.latency_threshold_ms = latency.threshold_ms if isinstance(latency, Latency) else None
         self.has_availability = objectives.availability is not None
@@ -123,17 +124,9 @@ class ObjectiveCounter:
         route = record.route
         if route is None:
             return
-        tracked = self._tracked
-        if tracked is None:
-            tracked = self._build()
-        key = (record.method, route)
-        entry = tracked.get(key)
+        entry = self._entry(record.method, route)
         if entry is None:
-            if self._from_routes or key in self._untracked:
-                return  # no objective, or beyond the cap
-            entry = self._resolve_late(key)
-            if entry is None:
-                return
+            return
         threshold = entry.latency_threshold_ms
         fast = threshold is not None and record.duration_ms <= threshold
         available = not record.is_server_error
@@ -148,6 +141,27 @@ class ObjectiveCounter:
                     entry.availability_good += 1
                 else:
                     entry.availability_bad += 1
+
+    def _entry(self, method: str, route: str) -> _Tracked | None:
+        """The pair's tracked entry (None: no objective, or beyond the cap)."""
+        tracked = self._tracked
+        if tracked is None:
+            tracked = self._build()
+        key = (method, route)
+        entry = tracked.get(key)
+        if entry is None and not self._from_routes and key not in self._untracked:
+            entry = self._resolve_late(key)
+        return entry
+
+    def latency_threshold_ms(self, method: str, route: str) -> float | None:
+        """The pair's latency objective threshold (None: none): the aggregates count the requests
+        within it, so the live objectives on the dashboard read the same decision as this counter."""
+        entry = self._entry(method, route)
+        return None if entry is None else entry.latency_threshold_ms
+
+    def objective_table(self) -> dict[tuple[str, str], RouteObjectives]:
+        """Every (method, rule) with an objective, as resolved so far (empty before the first request)."""
+        return {key: entry.objectives for key, entry in list((self._tracked or {}).items())}
 
     def _build(self) -> dict[tuple[str, str], _Tracked]:
         with self._lock:
@@ -257,10 +271,11 @@ class ObjectiveInstrument:
             counter.after_fork_in_child()
 
 
-def objective_consumer(
+def objective_counter(
     settings: MonitorSettings, meter: Meter, instrument: ObjectiveInstrument
-) -> tuple[str, Consumer]:
-    """The ``objectives`` consumer of an app's monitor; reads the app's routes at its first request."""
+) -> ObjectiveCounter:
+    """The ``objectives`` consumer of an app's monitor (its ``record``); reads the app's routes at its
+    first request."""
     skip_prefix = settings.url_prefix if settings.dashboard_enabled else None
 
     def current_app_routes() -> list[AppRoute]:
@@ -270,4 +285,4 @@ def objective_consumer(
 
     counter = ObjectiveCounter(settings.objectives, max_routes=settings.max_routes, routes=current_app_routes)
     instrument.track(counter, meter)
-    return ("objectives", counter.record)
+    return counter

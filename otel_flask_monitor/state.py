@@ -47,6 +47,16 @@ class MonitorState:
                 self.failures.report("multiprocess merge")
         return self.aggregates.snapshot()
 
+    def route_detail(self, method: str, route: str) -> dict[str, Any] | None:
+        """The drill-down of one (method, route) over the window, merged like :meth:`stats_document`
+        (None: no request of it in the window)."""
+        if self.exchange is not None:
+            try:
+                return self.exchange.route_detail((method, route))
+            except Exception:
+                self.failures.report("multiprocess merge")
+        return self.aggregates.route_detail((method, route))
+
 
 def is_monitored(app: Flask) -> bool:
     return EXTENSION_KEY in app.extensions

@@ -8,8 +8,11 @@ from pathlib import Path
 
 from otel_flask_monitor.aggregates.counts import COUNTERS, RouteCounts
 from otel_flask_monitor.aggregates.document import route_row, route_rows, stats_document, timeline_entry
+from otel_flask_monitor.aggregates.live_objectives import objective_rows
 from otel_flask_monitor.aggregates.sketch import latency_key
 from otel_flask_monitor.endpoints import endpoints_section
+from otel_flask_monitor.objective_declarations import parse_objectives
+from otel_flask_monitor.objectives import AppRoute
 
 DASHBOARD_DOC = Path(__file__).parent.parent / "docs" / "dashboard.md"
 
@@ -103,9 +106,13 @@ def test_the_document_has_the_documented_keys_in_order() -> None:
         recent_client_errors=[],
     )
     example = documented_example()
-    # The store's snapshot adds per_process, then the route adds the app's endpoints.
+    # The example ends with objectives (the merger adds them when objectives are declared) and
+    # per_process (the store's snapshot), then the route adds the app's endpoints.
     endpoint_keys = list(endpoints_section([], [], 200))
-    assert [*document, "per_process", *endpoint_keys] == list(example)
+    assert [*document, "objectives", "per_process", *endpoint_keys] == list(example)
+    policy = parse_objectives("objectives", {"GET /a": {"latency": {"threshold_ms": 300, "target": 99}}})
+    (row,) = objective_rows(policy.table([AppRoute("/a", frozenset({"GET"}), "a")]), {}, {})
+    assert list(row) == list(example["objectives"][0])  # type: ignore[index]
     assert list(document["totals"]) == list(example["totals"])  # type: ignore[arg-type]
     assert list(document["timeline"][0]) == list(example["timeline"][0])  # type: ignore[index]
     assert document["covered_seconds"] == 1.235

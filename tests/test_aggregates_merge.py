@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import random
 from collections.abc import Hashable
 
-from otel_flask_monitor.aggregates.counts import RouteCounts, Slot, SummedSlots, summed
+from otel_flask_monitor.aggregates.counts import SLOWEST_PER_SLOT, RouteCounts, Slot, SummedSlots, summed
 from otel_flask_monitor.aggregates.merge import Counted, RunningSums, WindowState, fold, window_bounds
 from otel_flask_monitor.aggregates.sketch import latency_key
 from tests.support.clock import FakeClock
@@ -23,8 +24,18 @@ def random_slot(rng: random.Random, number: int) -> Slot:
             counts.requests += 1
             counts.server_errors += rng.random() < 0.1
             counts.response_bytes += rng.randrange(0, 1000)
-            bucket = latency_key(rng.lognormvariate(2, 1))
+            duration = rng.lognormvariate(2, 1)
+            bucket = latency_key(duration)
             counts.latency[bucket] = counts.latency.get(bucket, 0) + 1
+            counts.latency_met += duration <= 10
+            status = 500 if rng.random() < 0.1 else rng.choice((200, 201, 404))
+            counts.statuses[status] = counts.statuses.get(status, 0) + 1
+            slowest = slot.slowest.setdefault(key, [])
+            entry = (duration, number * 10.0, status, f"/p/{rng.randrange(99)}", rng.choice(("", "ab" * 16)))
+            if len(slowest) < SLOWEST_PER_SLOT:
+                heapq.heappush(slowest, entry)
+            else:
+                heapq.heappushpop(slowest, entry)
         slot.routes[key] = counts
         slot.total.add(counts)
     return slot

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from otel_flask_monitor.aggregates.counts import COUNTERS, RouteCounts
+from otel_flask_monitor.aggregates.counts import COUNTERS, SLOWEST_PER_SLOT, RouteCounts
 from otel_flask_monitor.aggregates.wire import (
     FORMAT,
     MalformedStateError,
@@ -35,12 +35,13 @@ def through_json(data: Any) -> Any:
     return json.loads(json.dumps(data))
 
 
-def test_counts_are_the_counters_in_order_then_the_buckets() -> None:
+def test_counts_are_the_counters_in_order_then_the_buckets_then_the_status_codes() -> None:
     counts = RouteCounts.of(tuple(range(3, 3 + len(COUNTERS))), {})
     counts.latency = {7: 2, -3: 1}
+    counts.statuses = {200: 2, 503: 1}
     counts.requests = 3
     encoded = encode_counts(counts)
-    assert encoded == [*range(3, 3 + len(COUNTERS)), [7, 2, -3, 1]]
+    assert encoded == [*range(3, 3 + len(COUNTERS)), [7, 2, -3, 1], [200, 2, 503, 1]]
     assert decode_counts(through_json(encoded)) == counts
 
 
@@ -49,12 +50,15 @@ def test_counts_are_the_counters_in_order_then_the_buckets() -> None:
     [
         None,
         [1, 2],
-        [*([0] * len(COUNTERS)), [1]],  # an odd bucket list
-        [*([0] * len(COUNTERS)), "x"],
-        [-1, *([0] * (len(COUNTERS) - 1)), []],  # a negative count
-        [True, *([0] * (len(COUNTERS) - 1)), [1, 1]],  # a bool is no count
-        [1, *([0] * (len(COUNTERS) - 1)), ["1", 1]],  # a bucket key as a string
-        [2, *([0] * (len(COUNTERS) - 1)), [1, 1]],  # buckets do not add up to the requests
+        [*([0] * len(COUNTERS)), [1], []],  # an odd bucket list
+        [*([0] * len(COUNTERS)), "x", []],
+        [*([0] * len(COUNTERS)), []],  # no status codes
+        [-1, *([0] * (len(COUNTERS) - 1)), [], []],  # a negative count
+        [True, *([0] * (len(COUNTERS) - 1)), [1, 1], [200, 1]],  # a bool is no count
+        [1, *([0] * (len(COUNTERS) - 1)), ["1", 1], [200, 1]],  # a bucket key as a string
+        [2, *([0] * (len(COUNTERS) - 1)), [1, 1], [200, 2]],  # buckets do not add up to the requests
+        [2, *([0] * (len(COUNTERS) - 1)), [1, 2], [200, 1]],  # nor the status codes
+        [1, *([0] * (len(COUNTERS) - 1)), [1, 1], [200, 1, 200, 0]],  # a status code twice
     ],
 )
 def test_malformed_counts_are_refused(garbage: object) -> None:
@@ -79,12 +83,22 @@ def test_a_malformed_slot_is_refused() -> None:
     broken = through_json(encode_slot(slot))
     broken["routes"][0][2][0] = 0  # a route without requests would break the running sums' subtraction
     broken["routes"][0][2][-1] = []
+    broken["routes"][0][2][-2] = []
     with pytest.raises(MalformedStateError, match="without requests"):
         decode_slot(broken)
     broken = through_json(encode_slot(slot))
     broken["total"][0] += 1  # one request more than the buckets count: subtracting it would break too
     with pytest.raises(MalformedStateError, match="do not add up"):
         decode_slot(broken)
+    method, route, entries = encode_slot(slot)["slowest"][0]
+    for slowest in (
+        [[method, route, entries * (SLOWEST_PER_SLOT + 1)]],
+        [["GET", "/not/in/the/slot", entries]],
+        [[method, route, [[1.0, 2.0, "200", "/p", ""]]]],
+        [[method, route, []]],
+    ):
+        with pytest.raises(MalformedStateError, match="slow"):
+            decode_slot(through_json(encode_slot(slot)) | {"slowest": slowest})
 
 
 def test_a_sum_of_another_generation_or_malformed_is_refused() -> None:

@@ -5,6 +5,7 @@ against a real server on 127.0.0.1. Required in CI: a missing chromium fails thi
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,12 +23,23 @@ XSS_USER_AGENT = '<img src=x onerror="alert(2)">evil-agent'
 pytestmark = pytest.mark.slow
 
 
-def browser_app() -> Flask:
+SLOW_ITEM = 99
+SLOW_MS = 80
+
+
+def browser_app(**options: Any) -> Flask:
+    """The shop the browser tests open; ``options`` go to the monitor."""
     app = Flask("browser-shop")
 
     @app.get("/items/<int:item_id>")
     def item(item_id: int) -> Any:
+        if item_id == SLOW_ITEM:
+            time.sleep(SLOW_MS / 1000)  # the slowest request, whatever the machine's load
         return {"id": item_id}
+
+    @app.get("/echo/<path:rest>")
+    def echo(rest: str) -> Any:
+        return {"rest": rest}, 418
 
     @app.post("/orders")
     def order() -> Any:
@@ -37,7 +49,7 @@ def browser_app() -> Flask:
     def boom() -> Any:
         raise RuntimeError("kaboom")
 
-    FlaskMonitor(app)
+    FlaskMonitor(app, **options)
     return app
 
 

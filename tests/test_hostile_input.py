@@ -36,6 +36,7 @@ from werkzeug.test import EnvironBuilder
 
 from otel_flask_monitor import get_state
 from otel_flask_monitor.aggregates import OVERFLOW_METHOD, OVERFLOW_ROUTE
+from otel_flask_monitor.aggregates.counts import SLOWEST_PER_SLOT, STATUS_CODES_PER_ROUTE
 from otel_flask_monitor.demo.app import create_app
 from otel_flask_monitor.demo.shop import Shop
 from otel_flask_monitor.record import KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE, RequestRecord
@@ -600,7 +601,8 @@ def test_cardinality_attack_leaves_aggregates_memory_and_index_labels_bounded() 
         f"\ncardinality attack: {sent} requests in {elapsed:.1f} s, "
         f"statuses {dict(sorted(statuses.items()))}, "
         f"{records} log records, {snapshot['tracked_routes']} tracked keys, {len(keys)} route rows, "
-        f"store {store_before / 1024:.1f} -> {store_after / 1024:.1f} KiB, live memory growth over the "
+        f"store {store_before / 1024:.1f} -> {store_after / 1024:.1f} KiB over "
+        f"{len(store.window_state().slots())} slots, live memory growth over the "
         f"last {ATTACK_TRACED} requests {memory_growth / 1024:.1f} KiB, distinct resources {len(resources)}"
     )
 
@@ -618,9 +620,19 @@ def test_cardinality_attack_leaves_aggregates_memory_and_index_labels_bounded() 
     assert snapshot["totals"]["requests"] == sent
     assert sum(row["requests"] for row in snapshot["routes"]) == sent
     # Memory: the store keeps no path but those of its recent-error lists (recent_errors each,
-    # clipped), and nothing in the process grows with the number of distinct paths.
+    # clipped) and of each key's slowest requests per slot (SLOWEST_PER_SLOT each, clipped); every
+    # status-code breakdown is capped; nothing in the process grows with the number of distinct paths.
+    window = store.window_state()
+    slots = window.slots()
+    for slot in slots:
+        assert all(len(heap) <= SLOWEST_PER_SLOT for heap in slot.slowest.values())
+        assert set(slot.slowest) <= set(slot.routes)
+        for counts in [slot.total, *slot.routes.values()]:
+            assert len(counts.statuses) <= STATUS_CODES_PER_ROUTE + 1
+    slowest_kept = sum(len(heap) for slot in slots for heap in slot.slowest.values())
+    assert slowest_kept <= len(slots) * (ATTACK_MAX_ROUTES + 1) * SLOWEST_PER_SLOT
     kept = [obj for obj in reachable(store) if isinstance(obj, str) and "/atk" in obj]
-    assert len(kept) <= 2 * get_state(app).settings.recent_errors
+    assert len(kept) <= 2 * get_state(app).settings.recent_errors + slowest_kept
     assert all(len(text) <= RECENT_ERROR_TEXT_LIMIT for text in kept)
     assert memory_growth < ATTACK_MEMORY_BOUND
     # Loki: one record per request; paths only in the attributes (structured metadata), the
@@ -644,6 +656,7 @@ REMOTE_PATHS = ("/stats", "/health", "/dashboard", "/", "", "/static/dashboard.j
 STATS_ROUTE_ROW_BYTES = 400  # counters, rates, three latencies; plus the route (max_attribute_length)
 RECENT_ERROR_BYTES = 300  # plus the route, and path and user agent clipped to RECENT_ERROR_TEXT_LIMIT
 TIMELINE_ENTRY_BYTES = 200
+OBJECTIVE_ENTRY_BYTES = 500  # measured: 305, plus the route and the declaration's pattern
 
 
 @pytest.fixture(scope="module")
@@ -781,6 +794,8 @@ def stats_bound(app: Flask) -> int:
         * settings_.recent_errors
         * (RECENT_ERROR_BYTES + settings_.max_attribute_length + 2 * RECENT_ERROR_TEXT_LIMIT)
         + state.aggregates.slot_count * TIMELINE_ENTRY_BYTES
+        # With objectives declared: an entry per (method, route) pair and objective kind.
+        + 2 * settings_.max_routes * (OBJECTIVE_ENTRY_BYTES + settings_.max_attribute_length)
     )
 
 

@@ -23,6 +23,9 @@ from typing import Any, Protocol
 from otel_flask_monitor.aggregates.counts import RouteCounts, RouteKey, Slot, SummedSlots, summed
 from otel_flask_monitor.aggregates.document import stats_document, timeline_entry
 
+ObjectiveRows = Callable[[Mapping[RouteKey, RouteCounts], range], list[dict[str, Any]]]
+"""(merged counts per route, window) -> the document's ``objectives`` list."""
+
 
 class Counted(Protocol):
     """Counts per route plus their total: a :class:`Slot` or :class:`SummedSlots`."""
@@ -53,6 +56,13 @@ class WindowState:
     removed: Mapping[int, Slot] = field(default_factory=dict)
     """Slots of ``summed`` that do not count (any older than the window must be here), by number."""
 
+    def slots(self) -> list[Slot]:
+        """The slots held one by one: the closed ones and the one still written."""
+        slots = list(self.closed.values())
+        if self.current is not None:
+            slots.append(self.current)
+        return slots
+
     def requests_in_window(self, oldest: int) -> int:
         closed = sum(slot.total.requests for number, slot in self.closed.items() if number >= oldest)
         if self.summed is not None:
@@ -66,6 +76,11 @@ def window_bounds(now: float, newest_numbers: Iterable[int], slot_seconds: int, 
     source writes (a clock stepping back never moves the window back)."""
     newest = max([int(now // slot_seconds), *newest_numbers])
     return range(newest - slot_count + 1, newest + 1)
+
+
+def covered_seconds(now: float, window: range, slot_seconds: int, started_unix: float) -> float:
+    """Seconds the window's figures cover: since its start, or since the oldest source started."""
+    return max(now - max(window.start * slot_seconds, started_unix), 1.0)
 
 
 class RunningSums:
@@ -149,10 +164,15 @@ class WindowMerger:
         return window_bounds(now, (s.newest_number for s in states), self.slot_seconds, self.slot_count)
 
     def document(
-        self, sources: Mapping[str, WindowState], now: float, window: range | None = None
+        self,
+        sources: Mapping[str, WindowState],
+        now: float,
+        window: range | None = None,
+        objectives: ObjectiveRows | None = None,
     ) -> dict[str, Any]:
         """The document at ``now`` over ``window`` (default: :meth:`window`). A source's ``removed``
-        must hold every slot of its ``summed`` older than the window."""
+        must hold every slot of its ``summed`` older than the window. ``objectives``, given the merged
+        counts per route and the window, makes the ``objectives`` list (live_objectives.py)."""
         if not sources:
             raise ValueError("need at least one source")
         if window is None:
@@ -165,7 +185,7 @@ class WindowMerger:
         ]
         started = min(state.started_unix for state in sources.values())
         window_start = window.start * self.slot_seconds
-        covered_seconds = max(now - max(window_start, started), 1.0)
+        covered = covered_seconds(now, window, self.slot_seconds, started)
 
         self._sums.sync(parts)
         total = self._sums.total.copy()
@@ -184,12 +204,12 @@ class WindowMerger:
                     merged.add(counts)
                     routes[key] = merged
                     owned.add(key)
-        return stats_document(
+        document = stats_document(
             generated_at_unix=now,
             window_seconds=self.window_seconds,
             slot_seconds=self.slot_seconds,
             window_start_unix=window_start,
-            covered_seconds=covered_seconds,
+            covered_seconds=covered,
             max_routes=self.max_routes,
             tracked_routes=max(state.tracked_routes for state in sources.values()),
             total=total,
@@ -198,6 +218,9 @@ class WindowMerger:
             recent_errors=self._newest_errors([s.recent_errors for s in sources.values()]),
             recent_client_errors=self._newest_errors([s.recent_client_errors for s in sources.values()]),
         )
+        if objectives is not None:
+            document["objectives"] = objectives(routes, window)
+        return document
 
     def _newest_errors(self, lists: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         if len(lists) == 1:

@@ -14,6 +14,9 @@ added, one that left the window subtracted; beyond :data:`REBASE_AFTER` such slo
 its sum. So a reader holds about one window's sum per worker, and a slot boundary costs it about two
 slot files per worker; the sums files matter only to a reader that starts (or lost track).
 
+The drill-down and the live objectives' last 5 minutes read other workers' slots one by one
+(slot_extracts.py keeps what they need of each).
+
 Which workers count (workers.py): the live ones of this server. A retired worker's directory is deleted
 (its counts leave the totals); live processes of another server are skipped and left alone.
 Unreadable files are skipped.
@@ -30,20 +33,21 @@ import os
 import shutil
 import threading
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
-from otel_flask_monitor.aggregates.counts import Slot, SummedSlots
+from otel_flask_monitor.aggregates.counts import RouteKey, Slot, SummedSlots
+from otel_flask_monitor.aggregates.drill import route_slots_of
+from otel_flask_monitor.aggregates.live_objectives import ObjectiveCounts, short_counts
 from otel_flask_monitor.aggregates.merge import FollowedSum, RunningSums, WindowState, sum_key, window_bounds
+from otel_flask_monitor.aggregates.slot_extracts import SlotExtracts, load_slot
 from otel_flask_monitor.aggregates.store import AggregateStore
 from otel_flask_monitor.aggregates.wire import (
     STATE_FILE,
     MalformedStateError,
     WorkerHeader,
     WorkerState,
-    decode_slot,
     decode_state,
     decode_summed,
     encode_slot,
@@ -54,6 +58,7 @@ from otel_flask_monitor.aggregates.wire import (
 )
 from otel_flask_monitor.aggregates.workers import (
     Identity,
+    guarded_read,
     live_workers,
     private_dir,
     read_bytes,
@@ -77,8 +82,6 @@ _SLOTS_KEPT_BEHIND: Final = REBASE_AFTER
 """Slot files a writer keeps after they left its window, for readers to subtract them from their sums."""
 
 _logger = logging.getLogger("otel_flask_monitor")
-
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,7 @@ class MultiprocessAggregates:
         self._merger = self.store.merger()
         self._read: dict[str, _ReadState] = {}
         self._held: dict[str, FollowedSum] = {}
+        self._extracts = SlotExtracts()
         self._identity: Identity | None = self._fixed_identity
         self._directory: Path | None = None
         self._written: set[int] = set()
@@ -255,7 +259,9 @@ class MultiprocessAggregates:
             try:
                 sources, workers = self._sources(identity, own, now)
                 window = self._merger.window(now, sources.values())
-                document = self._merger.document(sources, now, window)
+                self._extracts.forget(window, workers.keys())
+                objectives = store.objective_rows(lambda short: self._short_counts(sources, short))
+                document = self._merger.document(sources, now, window, objectives)
             except Exception:
                 # Whatever broke may have left the running sums half-updated: start them again.
                 self._merger = store.merger()
@@ -271,18 +277,54 @@ class MultiprocessAggregates:
         )
         return document
 
+    def route_detail(self, key: RouteKey) -> dict[str, Any] | None:
+        """The drill-down of ``key`` over this process and the other live workers (None: no request of
+        it in the window)."""
+        store = self.store
+        now = store.clock()
+        own = store.window_state()
+        identity = self.identity
+        with self._lock:
+            found, _ = self._live_states(identity)
+            newest = [own.newest_number, *(worker.state.newest_number for worker in found.values())]
+            window = store.window_of(now, newest)
+            self._extracts.forget(window, {identity.name, *found})
+            parts, started = self._extracts.route_parts(self.directory, found, window, key)
+        parts.append(route_slots_of(own.slots(), key))
+        detail = store.route_detail_of(key, parts, now, window, min([own.started_unix, *started]))
+        if detail is not None:
+            detail["per_process"] = False
+            detail["served_by"] = identity.pid
+        return detail
+
+    def _short_counts(
+        self, sources: dict[str, WindowState], short: range
+    ) -> list[dict[RouteKey, ObjectiveCounts]]:
+        """Every source's objective counts over ``short``: this process's from its slots, the others'
+        from their slots' extracts and their ``state.json``."""
+        own = [
+            short_counts(state.slots(), short) for name, state in sources.items() if name not in self._read
+        ]
+        workers = {name: self._read[name].worker for name in sources if name in self._read}
+        return own + self._extracts.short_counts_of(self.directory, workers, short)
+
+    def _live_states(self, identity: Identity) -> tuple[dict[str, WorkerState], dict[str, int]]:
+        """Every readable live worker's state (not this process's), by directory name; and their pids."""
+        found: dict[str, WorkerState] = {}
+        pids: dict[str, int] = {}
+        for name, pid in live_workers(self.directory, identity.name):
+            worker = guarded_read(self.directory / name, self._worker_state, name)
+            if worker is not None:
+                found[name] = worker
+                pids[name] = pid
+        return found, pids
+
     def _sources(
         self, identity: Identity, own: WindowState, now: float
     ) -> tuple[dict[str, WindowState], dict[str, int]]:
         """This process's window and every readable live worker's, by directory name; and their pids."""
         directory = self.directory
-        found: dict[str, WorkerState] = {}
-        pids: dict[str, int] = {}
-        for name, pid in live_workers(directory, identity.name):
-            worker = self._guarded(directory / name, self._worker_state, name)
-            if worker is not None:
-                found[name] = worker
-                pids[name] = pid
+        found, pids = self._live_states(identity)
         for gone in self._read.keys() - found.keys():
             del self._read[gone]
         for gone in self._held.keys() - found.keys():
@@ -291,20 +333,11 @@ class MultiprocessAggregates:
         sources = {identity.name: own}
         workers = {identity.name: identity.pid}
         for name, worker in found.items():
-            state = self._guarded(directory / name, self._with_closed, name, worker, window)
+            state = guarded_read(directory / name, self._with_closed, name, worker, window)
             if state is not None:
                 sources[name] = state
                 workers[name] = pids[name]
         return sources, workers
-
-    def _guarded(self, path: Path, read: Callable[..., _T], *arguments: Any) -> _T | None:
-        """``read(path, *arguments)``, or None when a file is unreadable, of another server or window."""
-        try:
-            return read(path, *arguments)
-        except (OSError, ValueError, KeyError, TypeError):
-            # Not there yet (a worker that just started), or not ours to read: skipped, never fatal.
-            _logger.debug("otel_flask_monitor: skipping the aggregates in %s", path, exc_info=True)
-            return None
 
     def _worker_state(self, path: Path, name: str) -> WorkerState:
         raw = read_bytes(path / STATE_FILE)
@@ -341,7 +374,7 @@ class MultiprocessAggregates:
             return worker.state
 
         def load(number: int) -> Slot:
-            return self._slot(path, number)
+            return load_slot(path, number)
 
         held = self._held.get(name)
         if held is not None and held.followed >= REBASE_AFTER:
@@ -360,13 +393,6 @@ class MultiprocessAggregates:
             held = FollowedSum(base, {}, {}).following(counted, load)
         self._held[name] = held
         return dataclasses.replace(worker.state, closed=held.added, summed=held.base, removed=held.removed)
-
-    @staticmethod
-    def _slot(path: Path, number: int) -> Slot:
-        slot = decode_slot(read_json(path / slot_file(number)))
-        if slot.number != number:
-            raise MalformedStateError(f"{slot_file(number)} holds slot {slot.number}")
-        return slot
 
 
 _LIVE_EXCHANGES: Final[weakref.WeakSet[MultiprocessAggregates]] = weakref.WeakSet()

@@ -69,3 +69,10 @@ def subtract_buckets(target: dict[int, int], source: dict[int, int]) -> None:
             target[key] = remaining
         else:
             del target[key]
+
+
+def bucket_bounds(key: int) -> tuple[float, float]:
+    """The durations (lower exclusive, upper inclusive) that map to ``key``: the mapping's key is
+    ``ceil(log(duration) / log(gamma))``."""
+    gamma = _MAPPING.gamma
+    return (float(gamma ** (key - 1)), float(gamma**key))

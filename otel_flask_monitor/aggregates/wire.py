@@ -9,27 +9,40 @@ Files of one worker (``<dir>/<pid>-<start ms>/``):
   counts.COUNTERS, in wire order) first, then who wrote it, the window settings, the closed slot numbers
   present, the generation of the sums file, the slot still written, the recent errors. A reader that
   finds another format, other counters, another server or other window settings skips the worker.
-- ``slot-<number>.json`` (:func:`encode_slot`): a closed slot, written once.
+- ``slot-<number>.json`` (:func:`encode_slot`): a closed slot, written once, with each route's slowest
+  requests (the drill-down reads them from here).
 - ``sums-<generation>.json`` (:func:`encode_summed`): closed slots added together, with each slot's
   total (the timeline's) and the slot numbers; written under a new generation now and then (the
   generation ``state.json`` names may hold some slots fewer or more than its closed ones).
 
-Counts are flat JSON lists: ``[<counters in COUNTERS order>..., [key, count, key, count, ...]]`` (the
-latency buckets; JSON object keys would be strings).
+Counts are flat JSON lists: ``[<counters in COUNTERS order>..., [key, count, ...], [code, count, ...]]``
+(the latency buckets and the status codes; JSON object keys would be strings). A slot's slowest
+requests: ``[[method, route, [[duration_ms, time_unix, status, path, trace_id], ...]], ...]``.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from otel_flask_monitor.aggregates.counts import COUNTERS, RouteCounts, Slot, SummedSlots, counter_values
+from otel_flask_monitor.aggregates.counts import (
+    COUNTERS,
+    SLOWEST_PER_SLOT,
+    RouteCounts,
+    RouteKey,
+    Slot,
+    SlowRequest,
+    SummedSlots,
+    counter_values,
+)
 from otel_flask_monitor.aggregates.merge import WindowState
 from otel_flask_monitor.aggregates.store import ERROR_FIELDS
 
-FORMAT: Final = 2
-"""Version of the files' layout; 1 had no sums file (readers of one version skip the other's files)."""
+FORMAT: Final = 3
+"""Version of the files' layout (readers of one version skip the other's files): 1 had no sums file, 2 no
+status codes, ``latency_met`` or slowest requests."""
 STATE_FILE: Final = "state.json"
 MAX_FILE_BYTES: Final = 32 * 1024 * 1024
 """Files are bounded by (max_routes + 1) x latency buckets per slot; anything bigger is not ours."""
@@ -48,7 +61,7 @@ if tuple(_ERROR_TYPES) != ERROR_FIELDS:  # pragma: no cover - a programming erro
     raise AssertionError("wire._ERROR_TYPES and store.RecentError disagree")
 
 
-_COUNTS_WIDTH: Final = len(COUNTERS) + 1
+_COUNTS_WIDTH: Final = len(COUNTERS) + 2
 _INT: Final = frozenset({int})
 
 
@@ -67,12 +80,32 @@ def sums_file(generation: int) -> str:
 # -- counts and slots --------------------------------------------------------------------------------
 
 
-def encode_counts(counts: RouteCounts) -> list[Any]:
+def _flat(counts: dict[int, int]) -> list[int]:
     flat: list[int] = []
-    for key, count in counts.latency.items():
+    for key, count in counts.items():
         flat.append(key)
         flat.append(count)
-    return [*counter_values(counts), flat]
+    return flat
+
+
+def encode_counts(counts: RouteCounts) -> list[Any]:
+    return [*counter_values(counts), _flat(counts.latency), _flat(counts.statuses)]
+
+
+def _count_map(flat: object, what: str, requests: int) -> dict[int, int]:
+    """``[key, count, ...]`` whose counts add up to ``requests`` (every request adds one to one key)."""
+    if type(flat) is not list or len(flat) % 2 or not set(map(type, flat)) <= _INT:
+        raise MalformedStateError(f"malformed {what}")
+    counts = flat[1::2]
+    if counts and min(counts) < 0:
+        raise MalformedStateError(f"a negative count in the {what}")
+    mapped = dict(zip(flat[::2], counts, strict=True))
+    if len(mapped) != len(counts):
+        raise MalformedStateError(f"a key twice in the {what}")
+    # The running sums rely on it when they subtract.
+    if sum(counts) != requests:
+        raise MalformedStateError(f"the {what} do not add up to the requests")
+    return mapped
 
 
 def _integer(value: object, what: str) -> int:
@@ -85,22 +118,15 @@ def decode_counts(raw: object) -> RouteCounts:
     # Checked and built with C-level operations: a reader decodes a few thousand of these per slot.
     if type(raw) is not list or len(raw) != _COUNTS_WIDTH:
         raise MalformedStateError("malformed counts")
-    values, flat = raw[:-1], raw[-1]
-    if type(flat) is not list or len(flat) % 2:
-        raise MalformedStateError("malformed latency buckets")
-    if not set(map(type, values)).union(map(type, flat)) <= _INT or min(values) < 0:
+    values = raw[:-2]
+    if not set(map(type, values)) <= _INT or min(values) < 0:
         raise MalformedStateError("not counts")
-    in_buckets = flat[1::2]
-    if in_buckets and min(in_buckets) < 0:
-        raise MalformedStateError("a negative bucket count")
-    latency = dict(zip(flat[::2], in_buckets, strict=True))
-    if len(latency) != len(in_buckets):
-        raise MalformedStateError("a bucket key twice")
-    counts = RouteCounts.of(values, latency)
-    # Every request adds one to one bucket: the running sums rely on it when they subtract.
-    if sum(in_buckets) != counts.requests:
-        raise MalformedStateError("latency buckets do not add up to the requests")
-    return counts
+    requests = values[0]
+    return RouteCounts.of(
+        values,
+        _count_map(raw[-2], "latency buckets", requests),
+        _count_map(raw[-1], "status codes", requests),
+    )
 
 
 def encode_routes(routes: Mapping[tuple[str, str], RouteCounts]) -> list[Any]:
@@ -127,7 +153,47 @@ def decode_routes(raw: object) -> dict[tuple[str, str], RouteCounts]:
 
 def encode_slot(slot: Slot) -> dict[str, Any]:
     """A slot as JSON-ready data; :func:`decode_slot` gives back an equal slot."""
-    return {"number": slot.number, "total": encode_counts(slot.total), "routes": encode_routes(slot.routes)}
+    return {
+        "number": slot.number,
+        "total": encode_counts(slot.total),
+        "routes": encode_routes(slot.routes),
+        "slowest": [
+            [method, route, [list(entry) for entry in heap]] for (method, route), heap in slot.slowest.items()
+        ],
+    }
+
+
+_SLOW_TYPES: Final = ((int, float), (int, float), (int,), (str,), (str,))
+
+
+def decode_slowest(raw: object, routes: dict[RouteKey, RouteCounts]) -> dict[RouteKey, list[SlowRequest]]:
+    """A slot's slowest requests, at most :data:`SLOWEST_PER_SLOT` per route of the slot, as heaps."""
+    if not isinstance(raw, list):
+        raise MalformedStateError("malformed slowest requests")
+    slowest: dict[RouteKey, list[SlowRequest]] = {}
+    for entry in raw:
+        if not isinstance(entry, list) or len(entry) != 3:
+            raise MalformedStateError("malformed slowest entry")
+        method, route, entries = entry
+        key = (method, route)
+        if key not in routes or not isinstance(entries, list) or not 0 < len(entries) <= SLOWEST_PER_SLOT:
+            raise MalformedStateError("slowest requests of no route, or too many")
+        heap: list[SlowRequest] = []
+        for slow in entries:
+            if (
+                not isinstance(slow, list)
+                or len(slow) != len(_SLOW_TYPES)
+                or any(
+                    isinstance(value, bool) or not isinstance(value, kinds)
+                    for value, kinds in zip(slow, _SLOW_TYPES, strict=True)
+                )
+            ):
+                raise MalformedStateError("malformed slow request")
+            duration, time_unix, status, path, trace_id = slow
+            heap.append((float(duration), float(time_unix), status, path, trace_id))
+        heapq.heapify(heap)
+        slowest[key] = heap
+    return slowest
 
 
 def decode_slot(raw: object) -> Slot:
@@ -137,6 +203,7 @@ def decode_slot(raw: object) -> Slot:
     slot = Slot(_integer(raw.get("number"), "a slot number"))
     slot.routes = decode_routes(raw.get("routes"))
     slot.total = decode_counts(raw.get("total"))
+    slot.slowest = decode_slowest(raw.get("slowest"), slot.routes)
     return slot
 
 

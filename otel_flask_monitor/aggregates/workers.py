@@ -12,18 +12,35 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import psutil
 
 from otel_flask_monitor.aggregates.wire import MAX_FILE_BYTES
+
+_logger = logging.getLogger("otel_flask_monitor")
+
+_T = TypeVar("_T")
+
+
+def guarded_read(path: Path, read: Callable[..., _T], *arguments: Any) -> _T | None:
+    """``read(path, *arguments)``, or None when a file is unreadable, of another server or window."""
+    try:
+        return read(path, *arguments)
+    except (OSError, ValueError, KeyError, TypeError):
+        # Not there yet (a worker that just started), or not ours to read: skipped, never fatal.
+        _logger.debug("otel_flask_monitor: skipping the aggregates in %s", path, exc_info=True)
+        return None
+
 
 AUTO: Final = "auto"
 """``multiprocess_dir=auto``: a private directory per server under the system temp directory."""

@@ -1,4 +1,4 @@
-"""The monitoring blueprint: ``/dashboard`` (HTML), ``/health`` and ``/stats`` (JSON).
+"""The monitoring blueprint: ``/dashboard`` (HTML), ``/health``, ``/stats`` and ``/stats/route`` (JSON).
 
 Every route is behind :meth:`~otel_flask_monitor.dashboard.access.DashboardAccess.check`; the page is
 static HTML plus a script that fetches the JSON and inserts every value as text, under a
@@ -16,6 +16,7 @@ from typing import Any, Final
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, url_for
 
 from otel_flask_monitor._version import __version__
+from otel_flask_monitor.aggregates.live_objectives import burning
 from otel_flask_monitor.dashboard.access import DashboardAccess, Denial
 from otel_flask_monitor.dashboard.login import LOGIN_ENDPOINTS, LOGIN_STYLESHEET, register_login_routes
 from otel_flask_monitor.endpoints import UrlRule, app_endpoints, endpoints_section
@@ -70,7 +71,16 @@ def health_document(state: MonitorState, sample_system: Callable[[], Any]) -> di
         "telemetry": telemetry,
         "internal_failures": failures,
         "diagnostics": state.diagnostics.as_list(),
+        "objectives_burning": _objectives_burning(state),
     }
+
+
+def _objectives_burning(state: MonitorState) -> list[dict[str, Any]]:
+    """Routes whose objectives burn faster than the page alert's factor over both windows
+    (aggregates/live_objectives.py); read from the stats document only when objectives are declared."""
+    if not state.settings.objectives:
+        return []
+    return burning(state.stats_document().get("objectives", []))
 
 
 def answers_document(state: MonitorState, rules: Iterable[UrlRule]) -> dict[str, Any]:
@@ -162,8 +172,26 @@ def build_blueprint(clock: Callable[[], float] = time.time) -> Blueprint:
     def stats() -> Response:
         return jsonify(answers_document(_state(), current_app.url_map.iter_rules()))
 
+    @blueprint.get("/stats/route")
+    def route_stats() -> Response:
+        method, route = request.args.get("method"), request.args.get("route")
+        if not method or not route:
+            return _json_error(400, "give the route as ?method=GET&route=/items/<int:item_id> (its template)")
+        state = _state()
+        detail = state.route_detail(method, route)
+        if detail is None:
+            return _json_error(404, "no request of this method and route in the window")
+        detail["slowest"] = with_trace_urls(detail["slowest"], state.settings.trace_url_template)
+        return jsonify(detail)
+
     register_login_routes(blueprint, BLUEPRINT_NAME, access)
     return blueprint
+
+
+def _json_error(status: int, message: str) -> Response:
+    response = jsonify(error=message)
+    response.status_code = status
+    return response
 
 
 def _is_login_resource(token: str | None) -> bool:

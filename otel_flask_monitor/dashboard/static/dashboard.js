@@ -6,11 +6,14 @@
   var body = document.body;
   var statsUrl = body.getAttribute("data-stats-url");
   var healthUrl = body.getAttribute("data-health-url");
+  var routeStatsUrl = body.getAttribute("data-route-stats-url");
   var refreshMs = parseInt(body.getAttribute("data-refresh-ms"), 10) || 5000;
   var SVG_NS = "http://www.w3.org/2000/svg";
 
   var sortState = { key: "requests", descending: true };
   var lastStats = null;
+  var openRoute = null; // { method, route } of the drill-down shown, if any
+  var lastDetail = null;
 
   function byId(id) {
     return document.getElementById(id);
@@ -310,7 +313,7 @@
       row.setAttribute("data-route", route.route);
       row.setAttribute("data-method", route.method);
       cell(row, route.method, "method");
-      cell(row, route.route, "route");
+      routeButtonCell(row, route);
       cell(row, number(route.requests), "num requests");
       cell(row, number(route.requests_per_second, 2), "num");
       var errors = route.client_errors + route.server_errors;
@@ -503,14 +506,16 @@
   }
 
   function renderChart(stats) {
-    var container = byId("chart");
+    drawChart(byId("chart"), stats.timeline, stats.slot_seconds);
+  }
+
+  // A timeline (slots with requests, server_errors and latency_ms.p50/p95) as bars and lines.
+  function drawChart(container, timeline, slotSeconds) {
     var width = Math.max(container.clientWidth, 280);
     var height = width < 600 ? 180 : 240;
     var margin = { top: 24, right: 48, bottom: 24, left: 44 };
     var plotWidth = width - margin.left - margin.right;
     var plotHeight = height - margin.top - margin.bottom;
-    var timeline = stats.timeline;
-    var slotSeconds = stats.slot_seconds;
 
     var maxRps = niceMax(Math.max.apply(null, timeline.map(function (s) { return s.requests / slotSeconds; }).concat([0])));
     var maxLatency = niceMax(Math.max.apply(null, timeline.map(function (s) { return s.latency_ms.p95 || 0; }).concat([0])));
@@ -566,6 +571,220 @@
     container.appendChild(root);
   }
 
+  // ---- route drill-down (GET <prefix>/stats/route) ---------------------------------------------
+
+  function routeButtonCell(row, route) {
+    var td = document.createElement("td");
+    td.className = "route";
+    var button = document.createElement("button");
+    button.type = "button";
+    button.className = "route-open";
+    button.textContent = route.route;
+    button.title = "Show the detail of " + route.method + " " + route.route;
+    var isOpen = openRoute !== null && openRoute.method === route.method && openRoute.route === route.route;
+    button.setAttribute("aria-expanded", isOpen ? "true" : "false");
+    button.setAttribute("aria-controls", "route-detail");
+    button.addEventListener("click", function () {
+      openDetail({ method: route.method, route: route.route });
+    });
+    td.appendChild(button);
+    row.appendChild(td);
+  }
+
+  function detailUrl(key) {
+    var query = new URLSearchParams({ method: key.method, route: key.route });
+    return routeStatsUrl + "?" + query.toString();
+  }
+
+  function openDetail(key) {
+    openRoute = key;
+    lastDetail = null;
+    var panel = byId("route-detail");
+    panel.hidden = false;
+    setText("detail-title", key.method + " " + key.route);
+    setText("detail-state", "loading…");
+    if (lastStats) {
+      renderRoutes(lastStats);
+    }
+    loadDetail().then(function () {
+      panel.scrollIntoView({ block: "nearest" });
+      byId("detail-close").focus();
+    });
+  }
+
+  function closeDetail() {
+    var key = openRoute;
+    openRoute = null;
+    lastDetail = null;
+    byId("route-detail").hidden = true;
+    if (lastStats) {
+      renderRoutes(lastStats);
+    }
+    if (key) {
+      var buttons = document.querySelectorAll("#routes-rows button.route-open");
+      Array.prototype.forEach.call(buttons, function (button) {
+        var row = button.parentNode.parentNode;
+        if (row.getAttribute("data-method") === key.method && row.getAttribute("data-route") === key.route) {
+          button.focus();
+        }
+      });
+    }
+  }
+
+  function loadDetail() {
+    var key = openRoute;
+    if (key === null) {
+      return Promise.resolve();
+    }
+    return fetch(detailUrl(key), { cache: "no-store", credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (response.status === 404) {
+          return null;
+        }
+        if (!response.ok) {
+          throw new Error("the route detail answered " + response.status);
+        }
+        return response.json();
+      })
+      .then(function (detail) {
+        if (openRoute !== key) {
+          return; // another route was opened meanwhile
+        }
+        lastDetail = detail;
+        renderDetail(detail);
+      })
+      .catch(function (error) {
+        setText("detail-state", "Could not load: " + error.message);
+      });
+  }
+
+  function renderDetail(detail) {
+    if (detail === null) {
+      setText("detail-state", "No request of this route in the window any more.");
+      byId("detail-body").hidden = true;
+      return;
+    }
+    byId("detail-body").hidden = false;
+    var summary = detail.summary;
+    setText(
+      "detail-state",
+      number(summary.requests) + " requests · " + number(summary.requests_per_second, 2) + " req/s · " +
+        summary.client_errors + " client (4xx) / " + summary.server_errors + " server (5xx) errors · p50 / p95 / p99 " +
+        ms(summary.latency_ms.p50) + " / " + ms(summary.latency_ms.p95) + " / " + ms(summary.latency_ms.p99) + " ms"
+    );
+    drawChart(byId("detail-chart"), detail.timeline, detail.slot_seconds);
+    renderStatusCodes(detail.status_codes);
+    drawHistogram(byId("detail-histogram"), detail.latency_histogram);
+    renderSlowest(detail.slowest);
+  }
+
+  function renderStatusCodes(codes) {
+    var tbody = byId("detail-status-rows");
+    clear(tbody);
+    var total = codes.reduce(function (sum, code) { return sum + code.requests; }, 0);
+    codes.forEach(function (code) {
+      var row = document.createElement("tr");
+      var status = code.status_code;
+      cell(row, status === null ? "other" : String(status), status !== null && status >= 500 ? "num error-text" : "num");
+      cell(row, number(code.requests), "num");
+      cell(row, percent(total ? code.requests / total : 0), "num");
+      tbody.appendChild(row);
+    });
+  }
+
+  function drawHistogram(container, bars) {
+    var width = Math.max(container.clientWidth, 240);
+    var height = 160;
+    var margin = { top: 12, right: 12, bottom: 24, left: 44 };
+    var plotWidth = width - margin.left - margin.right;
+    var plotHeight = height - margin.top - margin.bottom;
+    var maxCount = niceMax(Math.max.apply(null, bars.map(function (bar) { return bar.requests; }).concat([0])));
+    var root = svg("svg", { width: width, height: height, viewBox: "0 0 " + width + " " + height, class: "chart-svg" });
+    var plot = svg("g", { transform: "translate(" + margin.left + "," + margin.top + ")" }, root);
+    [0, 1].forEach(function (fraction) {
+      var y = plotHeight - fraction * plotHeight;
+      svg("line", { x1: 0, x2: plotWidth, y1: y, y2: y, class: "grid" }, plot);
+      svgText(plot, -6, y + 4, number(maxCount * fraction), "end");
+    });
+    var step = plotWidth / Math.max(bars.length, 1);
+    bars.forEach(function (bar, index) {
+      if (bar.requests > 0) {
+        var barHeight = Math.max((bar.requests / maxCount) * plotHeight, 1);
+        var rect = svg("rect", { x: index * step, y: plotHeight - barHeight, width: Math.max(step - 1, 1), height: barHeight, class: "bar-requests" }, plot);
+        var title = svg("title", {}, rect);
+        title.textContent = ms(bar.from_ms) + "–" + ms(bar.to_ms) + " ms: " + bar.requests + " requests";
+      }
+    });
+    if (bars.length) {
+      svgText(plot, 0, plotHeight + 16, ms(bars[0].from_ms) + " ms", "start");
+      svgText(plot, plotWidth, plotHeight + 16, ms(bars[bars.length - 1].to_ms) + " ms", "end");
+    }
+    clear(container);
+    container.appendChild(root);
+  }
+
+  function renderSlowest(slowest) {
+    var tbody = byId("detail-slowest-rows");
+    clear(tbody);
+    slowest.forEach(function (entry) {
+      var row = document.createElement("tr");
+      cell(row, clock(entry.time_unix));
+      requestCell(row, entry, true);
+      cell(row, String(entry.status_code), entry.status_code >= 500 ? "num error-text" : "num");
+      cell(row, ms(entry.duration_ms) + " ms", "num");
+      traceCell(row, entry);
+      tbody.appendChild(row);
+    });
+    if (!slowest.length) {
+      emptyRow(tbody, 5, "No request recorded.");
+    }
+  }
+
+  byId("detail-close").addEventListener("click", closeDetail);
+  byId("route-detail").addEventListener("keydown", function (event) {
+    if (event.key === "Escape") {
+      closeDetail();
+    }
+  });
+
+  // ---- objectives (the "objectives" list of /stats) ------------------------------------------
+
+  function objectiveText(objective) {
+    if (objective.objective === "latency") {
+      return objective.target_percent + " % within " + ms(objective.threshold_ms) + " ms";
+    }
+    return objective.target_percent + " % without a server error";
+  }
+
+  function burnText(value) {
+    return value === null || value === undefined ? "–" : number(value, value < 10 ? 2 : 1) + "×";
+  }
+
+  function renderObjectives(stats) {
+    var objectives = stats.objectives || [];
+    var panel = byId("objectives-panel");
+    panel.hidden = objectives.length === 0;
+    var tbody = byId("objective-rows");
+    clear(tbody);
+    objectives.forEach(function (objective) {
+      var row = document.createElement("tr");
+      row.setAttribute("data-route", objective.route);
+      row.setAttribute("data-objective", objective.objective);
+      if (objective.burning) {
+        row.className = "burning";
+      }
+      cell(row, objective.method, "method");
+      cell(row, objective.route, "route");
+      cell(row, objectiveText(objective));
+      cell(row, objective.attained_ratio === null ? "–" : percent(objective.attained_ratio), "num");
+      cell(row, objective.error_budget_left === null ? "–" : percent(objective.error_budget_left), objective.error_budget_left !== null && objective.error_budget_left < 0 ? "num error-text" : "num");
+      cell(row, burnText(objective.last_5m.burn_rate), "num");
+      cell(row, burnText(objective.burn_rate), "num");
+      cell(row, objective.burning ? "burning" : "ok", objective.burning ? "error-text" : "ok-text");
+      tbody.appendChild(row);
+    });
+  }
+
   // ---- refresh loop ---------------------------------------------------------------------------
 
   function fetchJson(url) {
@@ -594,7 +813,9 @@
         renderErrors(lastStats);
         renderEndpoints(lastStats);
         renderChart(lastStats);
+        renderObjectives(lastStats);
         renderHealth(results[1]);
+        return loadDetail();
         setText("updated", "updated " + new Date().toLocaleTimeString());
         showError("");
       })
@@ -627,6 +848,9 @@
     resizeTimer = window.setTimeout(function () {
       if (lastStats) {
         renderChart(lastStats);
+      }
+      if (lastDetail) {
+        renderDetail(lastDetail);
       }
     }, 150);
   });
