@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from flask import Flask
 from opentelemetry.trace import format_trace_id
-from playwright.sync_api import ConsoleMessage, Dialog, Route, expect
+from playwright.sync_api import Route, expect
 from werkzeug.serving import BaseWSGIServer
 
 from tests.conftest import Exported
-from tests.support.browser import ARTIFACTS, chromium, hit, serving
+from tests.support.browser import ARTIFACTS, PageWatch, chromium, hit, serving
 from tests.test_endpoints import shop
 
 TRACE_URL_TEMPLATE = "https://traces.example/explore?left=%7B%22query%22%3A%22{trace_id}%22%7D&orgId=1"
@@ -58,18 +58,7 @@ def test_unused_endpoints_and_trace_links_in_chromium(server: BaseWSGIServer, ex
     trace_id = format_trace_id(error_span.context.trace_id)
     expected_link = TRACE_URL_TEMPLATE.replace("{trace_id}", trace_id)
 
-    dialogs: list[str] = []
-    console_errors: list[str] = []
-    page_errors: list[str] = []
     opened: list[str] = []
-
-    def on_dialog(dialog: Dialog) -> None:
-        dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            console_errors.append(message.text)
 
     def trace_viewer(route: Route) -> None:  # the link is followed here, never to the internet
         opened.append(route.request.url)
@@ -79,9 +68,7 @@ def test_unused_endpoints_and_trace_links_in_chromium(server: BaseWSGIServer, ex
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         context.route("https://traces.example/**", trace_viewer)
         page = context.new_page()
-        page.on("dialog", on_dialog)
-        page.on("console", on_console)
-        page.on("pageerror", lambda error: page_errors.append(str(error)))
+        watch = PageWatch(page)
         page.goto(f"http://127.0.0.1:{server.port}/monitoring/dashboard")
 
         # The endpoints nobody called, with their methods; the called ones, the monitor's own routes,
@@ -125,6 +112,4 @@ def test_unused_endpoints_and_trace_links_in_chromium(server: BaseWSGIServer, ex
         page.screenshot(path=str(ARTIFACTS / "dashboard-answers.png"), full_page=True)
         context.close()
 
-    assert dialogs == [], f"a script ran: {dialogs}"
-    assert page_errors == []
-    assert console_errors == [], console_errors  # includes Content-Security-Policy violations
+    watch.assert_quiet()

@@ -11,11 +11,20 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from playwright.sync_api import ConsoleMessage, Dialog, expect
+from playwright.sync_api import expect
 from werkzeug.serving import BaseWSGIServer
 
 from otel_flask_monitor import FlaskMonitor
-from tests.support.browser import ARTIFACTS, DEADLINE_MS, ITEM_ROUTE, chromium, hit, route_cell, serving
+from tests.support.browser import (
+    ARTIFACTS,
+    DEADLINE_MS,
+    ITEM_ROUTE,
+    PageWatch,
+    chromium,
+    hit,
+    route_cell,
+    serving,
+)
 
 XSS_PATH = "/<script>alert(1)</script>"
 XSS_USER_AGENT = '<img src=x onerror="alert(2)">evil-agent'
@@ -66,24 +75,11 @@ def test_dashboard_in_chromium(server: BaseWSGIServer) -> None:
     assert hit(server, "GET", "/boom") == 500
     assert hit(server, "GET", "/%3Cscript%3Ealert(1)%3C/script%3E", user_agent=XSS_USER_AGENT) == 404
 
-    dialogs: list[str] = []
-    console_errors: list[str] = []
-    page_errors: list[str] = []
     base = f"http://127.0.0.1:{server.port}"
-
-    def on_dialog(dialog: Dialog) -> None:
-        dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            console_errors.append(message.text)
 
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.on("dialog", on_dialog)
-        page.on("console", on_console)
-        page.on("pageerror", lambda error: page_errors.append(str(error)))
+        watch = PageWatch(page)
         response = page.goto(base + "/monitoring/dashboard")
         assert response is not None
         assert response.status == 200
@@ -127,7 +123,5 @@ def test_dashboard_in_chromium(server: BaseWSGIServer) -> None:
         assert page_width <= 390, f"the page scrolls sideways at phone width ({page_width} px)"
         page.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"), full_page=True)
 
-    assert dialogs == [], f"a script ran: {dialogs}"
-    assert page_errors == []
-    assert console_errors == [], console_errors  # includes Content-Security-Policy violations
+    watch.assert_quiet()
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000

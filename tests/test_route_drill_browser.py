@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from playwright.sync_api import expect
 
-from tests.support.browser import ARTIFACTS, ITEM_ROUTE, chromium, hit, serving
+from tests.support.browser import ARTIFACTS, ITEM_ROUTE, PageWatch, chromium, hit, serving
 from tests.test_dashboard_browser import SLOW_ITEM, browser_app
 
 ECHO_ROUTE = "/echo/<path:rest>"
@@ -28,8 +28,6 @@ def drill_app() -> Flask:
 
 
 def test_a_route_row_opens_its_drill_down_and_markup_stays_text() -> None:
-    dialogs: list[str] = []
-    page_errors: list[str] = []
     with serving(drill_app()) as server, chromium() as browser:
         for item_id in range(4):
             assert hit(server, "GET", f"/items/{item_id}") == 200
@@ -37,8 +35,7 @@ def test_a_route_row_opens_its_drill_down_and_markup_stays_text() -> None:
         assert hit(server, "GET", "/echo/%3Cimg%20src=x%20onerror=%22alert(1)%22%3E") == 418
 
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-        page.on("pageerror", lambda error: page_errors.append(str(error)))
+        watch = PageWatch(page)
         page.goto(f"http://127.0.0.1:{server.port}/monitoring/dashboard")
 
         # The objectives panel shows the declared objective, met by every request.
@@ -80,5 +77,4 @@ def test_a_route_row_opens_its_drill_down_and_markup_stays_text() -> None:
         expect(page.locator("#detail-status-rows")).to_contain_text("418")
         assert page.locator("main img, main script").count() == 0
 
-    assert dialogs == [], f"a script ran: {dialogs}"
-    assert page_errors == []
+    watch.assert_quiet()

@@ -129,7 +129,6 @@ def server(
 class Fetched:
     status: int
     body: bytes
-    seconds: float
     broken: bool
     """The connection ended before the body did (the server gave up on it)."""
 
@@ -137,7 +136,6 @@ class Fetched:
 def fetch(base_url: str, path: str) -> Fetched:
     host, port = base_url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=WAIT_SECONDS)
-    started = time.perf_counter()
     try:
         connection.request("GET", path)
         response = connection.getresponse()
@@ -145,7 +143,7 @@ def fetch(base_url: str, path: str) -> Fetched:
             body, broken = response.read(), False
         except (http.client.IncompleteRead, ConnectionError) as error:
             body, broken = getattr(error, "partial", b""), True
-        return Fetched(response.status, body, time.perf_counter() - started, broken)
+        return Fetched(response.status, body, broken)
     finally:
         connection.close()
 
@@ -215,7 +213,9 @@ def test_streamed_body_is_recorded_once_at_its_last_byte(
     assert attributes["response_streamed"] is True
     assert "response_cut_short" not in attributes
     sleeps_ms = streaming_app.CHUNKS * streaming_app.STEP_SECONDS * 1000
-    assert LOWER_BOUND * sleeps_ms <= attributes["duration_ms"] <= fetched.seconds * 1000 + 1
+    # No upper bound from the client's clock: the server closes the body (and ends the record) after
+    # it sent the last byte, which the client may have read before that close runs.
+    assert attributes["duration_ms"] >= LOWER_BOUND * sleeps_ms
     assert record.severity_text == "INFO"
     assert_carries_its_server_span(server, record)
 
@@ -254,7 +254,7 @@ def test_send_file_is_recorded_with_the_bytes_sent(server: LiveServer, served_fi
     assert attributes["http.response.body.size"] == FILE_SIZE
     assert attributes["response_streamed"] is True
     assert "response_cut_short" not in attributes
-    assert attributes["duration_ms"] <= fetched.seconds * 1000 + 1
+    assert attributes["duration_ms"] > 0
 
 
 def test_client_that_goes_away_mid_stream_is_recorded_once_as_cut_short(server: LiveServer) -> None:
@@ -299,5 +299,7 @@ def test_exception_mid_stream_is_recorded_once_as_an_error_with_a_truncated_200(
     assert attributes["http.response.body.size"] == sent
     assert fetched.body[:sent] == streaming_app.CHUNK * streaming_app.BEFORE_FAILING
     sleeps_ms = streaming_app.BEFORE_FAILING * streaming_app.STEP_SECONDS * 1000
-    assert LOWER_BOUND * sleeps_ms <= attributes["duration_ms"] <= fetched.seconds * 1000 + 1
+    # No upper bound from the client's clock: the server closes the body (and ends the record) after
+    # it sent the last byte, which the client may have read before that close runs.
+    assert attributes["duration_ms"] >= LOWER_BOUND * sleeps_ms
     assert_carries_its_server_span(server, record)

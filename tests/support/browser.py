@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, expect, sync_playwright
 from werkzeug.serving import BaseWSGIServer, make_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -63,6 +63,32 @@ def hit(server: BaseWSGIServer, method: str, path: str, user_agent: str = "brows
         return response.status
     finally:
         connection.close()
+
+
+class PageWatch:
+    """What a page did that the dashboard never should: open a dialog (a script ran), throw, or log an
+    error to the console (Content-Security-Policy violations included)."""
+
+    def __init__(self, page: Page) -> None:
+        self.dialogs: list[str] = []
+        self.page_errors: list[str] = []
+        self.console_errors: list[str] = []
+        page.on("dialog", self._on_dialog)
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
+
+    def _on_dialog(self, dialog: Dialog) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def _on_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.console_errors.append(message.text)
+
+    def assert_quiet(self) -> None:
+        assert self.dialogs == [], f"a script ran: {self.dialogs}"
+        assert self.page_errors == []
+        assert self.console_errors == [], self.console_errors
 
 
 @contextmanager
