@@ -94,14 +94,14 @@ class FlaskMonitor:
         PROCESS.system_metrics.start(telemetry.meter)  # once per process, however many apps
         failures = FailureReporter()
         objectives = objective_counter(settings, telemetry.meter, PROCESS.objective_metric)
-        # The aggregates count requests within each route's latency objective for the live view.
-        live_objectives = objectives if settings.objectives else None
+        # The aggregates count requests within each route's latency objective for the live view;
+        # objectives declared by @objective alone count too (they resolve at the first request).
         if aggregates is None:
-            store = AggregateStore.from_settings(settings, clock, objectives=live_objectives)
+            store = AggregateStore.from_settings(settings, clock, objectives=objectives)
         else:
             store = aggregates
             if store.objectives is None:
-                store.objectives = live_objectives
+                store.objectives = objectives
         diagnostics = Diagnostics(settings, telemetry.health, lambda: store.has_recorded)
         redactor = Redactor(
             settings.redacted_headers,

@@ -100,4 +100,7 @@ class RecordSignals:
     def enrich_span(self, record: RequestRecord) -> None:
         """Only the span, now: a streamed body's span ends before its record is complete."""
         if self._spans is not None:
-            self._spans.enrich(record, self.attributes(record))
+            try:
+                self._spans.enrich(record, self.attributes(record))
+            except Exception:  # the record must still reach the other consumers at the body's end
+                self._failures.report("consumer 'span'")

@@ -36,12 +36,15 @@ def through_json(data: Any) -> Any:
 
 
 def test_counts_are_the_counters_in_order_then_the_buckets_then_the_status_codes() -> None:
-    counts = RouteCounts.of(tuple(range(3, 3 + len(COUNTERS))), {})
+    values = {"requests": 3, "client_errors": 0, "server_errors": 1, "request_bytes": 120}
+    values |= {"response_bytes": 480, "latency_met": 2}
+    assert set(values) == set(COUNTERS)
+    in_order = [values[name] for name in COUNTERS]
+    counts = RouteCounts.of(tuple(in_order), {})
     counts.latency = {7: 2, -3: 1}
     counts.statuses = {200: 2, 503: 1}
-    counts.requests = 3
     encoded = encode_counts(counts)
-    assert encoded == [*range(3, 3 + len(COUNTERS)), [7, 2, -3, 1], [200, 2, 503, 1]]
+    assert encoded == [*in_order, [7, 2, -3, 1], [200, 2, 503, 1]]
     assert decode_counts(through_json(encoded)) == counts
 
 
@@ -59,6 +62,8 @@ def test_counts_are_the_counters_in_order_then_the_buckets_then_the_status_codes
         [2, *([0] * (len(COUNTERS) - 1)), [1, 1], [200, 2]],  # buckets do not add up to the requests
         [2, *([0] * (len(COUNTERS) - 1)), [1, 2], [200, 1]],  # nor the status codes
         [1, *([0] * (len(COUNTERS) - 1)), [1, 1], [200, 1, 200, 0]],  # a status code twice
+        [1, 1, 1, *([0] * (len(COUNTERS) - 3)), [1, 1], [500, 1]],  # more errors than requests
+        [1, *([0] * (len(COUNTERS) - 2)), 2, [1, 1], [200, 1]],  # more met than requests
     ],
 )
 def test_malformed_counts_are_refused(garbage: object) -> None:
@@ -81,7 +86,10 @@ def test_a_malformed_slot_is_refused() -> None:
         with pytest.raises(MalformedStateError):
             decode_slot(garbage)
     broken = through_json(encode_slot(slot))
-    broken["routes"][0][2][0] = 0  # a route without requests would break the running sums' subtraction
+    counters = len(COUNTERS)
+    broken["routes"][0][2][:counters] = [
+        0
+    ] * counters  # a route without requests would break the running sums' subtraction
     broken["routes"][0][2][-1] = []
     broken["routes"][0][2][-2] = []
     with pytest.raises(MalformedStateError, match="without requests"):

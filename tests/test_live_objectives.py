@@ -11,7 +11,7 @@ import psutil
 import pytest
 from flask import Flask
 
-from otel_flask_monitor import FlaskMonitor
+from otel_flask_monitor import FlaskMonitor, objective
 from otel_flask_monitor.aggregates import AggregateStore
 from otel_flask_monitor.aggregates.counts import SLOWEST_PER_SLOT, STATUS_CODES_PER_ROUTE
 from otel_flask_monitor.aggregates.drill import HISTOGRAM_BARS
@@ -38,8 +38,12 @@ def store_with_objectives(clock: FakeClock) -> AggregateStore:
     )
 
 
-def objective_rows(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {row["objective"]: row for row in document["objectives"] if row["route"] == ROUTE}
+def objective_rows(document: dict[str, Any], method: str = "GET") -> dict[str, dict[str, Any]]:
+    return {
+        row["objective"]: row
+        for row in document["objectives"]
+        if row["route"] == ROUTE and row["method"] == method
+    }
 
 
 def test_attained_ratio_budget_and_burn_rates_over_the_window_and_the_last_5_minutes() -> None:
@@ -109,7 +113,7 @@ def test_without_requests_the_figures_are_null_not_zero() -> None:
     clock = FakeClock()
     store = store_with_objectives(clock)
     store.record(make_record("/other"))  # resolves the table: the objective route exists, unvisited
-    assert objective_rows(store.snapshot()) == {}  # without a route list, a pair resolves on its request
+    assert "objectives" not in store.snapshot()  # without a route list, a pair resolves on its request
     store.record(make_record(ROUTE))
     clock.advance(900)
     row = objective_rows(store.snapshot())["availability"]
@@ -242,6 +246,35 @@ def test_stats_and_health_show_the_burn_of_a_route() -> None:
             "burn_rate_5m": pytest.approx(200.0),
         }
     ]
+
+
+def test_objectives_declared_by_the_decorator_alone_are_live_too() -> None:
+    app = Flask("pay-decorated")
+
+    @app.get("/pay/<int:order>")
+    @objective(availability=99.5)
+    def pay(order: int) -> Any:
+        return ({"error": "declined"}, 500) if order >= 1000 else {"order": order}
+
+    FlaskMonitor(setup_telemetry=False).init_app(app, clock=FakeClock(START))
+    client = app.test_client()
+    for order in range(1000, 1010):
+        assert client.get(f"/pay/{order}").status_code == 500
+
+    availability = objective_rows(client.get("/monitoring/stats").get_json())["availability"]
+    assert (availability["requests"], availability["good"], availability["burning"]) == (10, 0, True)
+    burning = client.get("/monitoring/health").get_json()["objectives_burning"]
+    assert [(entry["route"], entry["objective"]) for entry in burning] == [(ROUTE, "availability")]
+
+
+def test_without_any_objective_stats_and_health_carry_none() -> None:
+    app = Flask("plain")
+    app.get("/pay/<int:order>")(lambda order: {"order": order})
+    FlaskMonitor(setup_telemetry=False).init_app(app)
+    client = app.test_client()
+    assert client.get("/pay/1").status_code == 200
+    assert "objectives" not in client.get("/monitoring/stats").get_json()
+    assert client.get("/monitoring/health").get_json()["objectives_burning"] == []
 
 
 def test_the_route_detail_answers_400_404_or_the_route() -> None:

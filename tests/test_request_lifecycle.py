@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from otel_flask_monitor import FlaskMonitor, get_state
+from otel_flask_monitor.spans import SpanWriter
 from tests.conftest import Exported
 from tests.support.apps import build_app
 from tests.support.real_processes import REPO
@@ -127,6 +128,27 @@ def test_stream_with_context_is_recorded_once_when_the_body_ends(exported: Expor
     assert attributes["http.response.body.size"] == len(response.data)
     assert attributes["response_streamed"] is True
     assert "response_cut_short" not in attributes
+
+
+def test_a_failing_span_write_never_loses_a_streamed_request(
+    exported: Exported, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = with_copied_contexts(build_app(monitor=False))
+    FlaskMonitor(app, enrich_spans=True)
+
+    def broken_enrich(*args: object) -> None:
+        raise RuntimeError("span write failed")
+
+    monkeypatch.setattr(SpanWriter, "enrich", broken_enrich)  # fault injection: no public seam fails it
+    response = app.test_client().get("/generate/4")
+
+    assert response.data == b"".join(f"/generate/4 {n}\n".encode() for n in range(4))  # the body ends
+    attributes = dict(only_log(exported).log_record.attributes or {})
+    assert attributes["http.response.body.size"] == len(response.data)
+    state = get_state(app)
+    (row,) = [r for r in state.stats_document()["routes"] if r["route"] == "/generate/<int:count>"]
+    assert row["requests"] == 1
+    assert state.failures.counts()["consumer 'span'"] >= 1
 
 
 # --- the monitor attached before the instrumentation --------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from otel_flask_monitor.aggregates.counts import RouteCounts, RouteKey, Slot, SummedSlots, summed
 from otel_flask_monitor.aggregates.document import stats_document, timeline_entry
 
-ObjectiveRows = Callable[[Mapping[RouteKey, RouteCounts], range], list[dict[str, Any]]]
+ObjectiveRows = Callable[[Mapping[RouteKey, RouteCounts], range], list[dict[str, Any]] | None]
 """(merged counts per route, window) -> the document's ``objectives`` list."""
 
 
@@ -218,8 +218,9 @@ class WindowMerger:
             recent_errors=self._newest_errors([s.recent_errors for s in sources.values()]),
             recent_client_errors=self._newest_errors([s.recent_client_errors for s in sources.values()]),
         )
-        if objectives is not None:
-            document["objectives"] = objectives(routes, window)
+        rows = objectives(routes, window) if objectives is not None else None
+        if rows is not None:
+            document["objectives"] = rows
         return document
 
     def _newest_errors(self, lists: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -242,7 +242,10 @@ class AggregateStore:
         objectives = self.objectives
         if objectives is None or record.route is None:
             return False
-        threshold = objectives.latency_threshold_ms(method, record.route)
+        try:
+            threshold = objectives.latency_threshold_ms(method, record.route)
+        except Exception:  # the objective counter, a consumer of the same record, reports it
+            return False
         return threshold is not None and record.duration_ms <= threshold
 
     def _admit_locked(self, key: RouteKey, number: int) -> RouteKey:
@@ -310,10 +313,10 @@ class AggregateStore:
         if source is None:
             return None
 
-        def rows(routes: Mapping[RouteKey, RouteCounts], window: range) -> list[dict[str, Any]]:
+        def rows(routes: Mapping[RouteKey, RouteCounts], window: range) -> list[dict[str, Any]] | None:
             table = source.objective_table()
             if not table:
-                return []
+                return None  # nothing declared (or resolved yet): the document has no objectives list
             short: dict[RouteKey, ObjectiveCounts] = {}
             for counts in short_counts(short_window(window, self.slot_seconds)):
                 add_objective_counts(short, counts)

@@ -114,6 +114,11 @@ def _integer(value: object, what: str) -> int:
     return value
 
 
+_REQUESTS, _CLIENT_ERRORS, _SERVER_ERRORS, _LATENCY_MET = (
+    COUNTERS.index(name) for name in ("requests", "client_errors", "server_errors", "latency_met")
+)
+
+
 def decode_counts(raw: object) -> RouteCounts:
     # Checked and built with C-level operations: a reader decodes a few thousand of these per slot.
     if type(raw) is not list or len(raw) != _COUNTS_WIDTH:
@@ -121,7 +126,9 @@ def decode_counts(raw: object) -> RouteCounts:
     values = raw[:-2]
     if not set(map(type, values)) <= _INT or min(values) < 0:
         raise MalformedStateError("not counts")
-    requests = values[0]
+    requests = values[_REQUESTS]
+    if values[_CLIENT_ERRORS] + values[_SERVER_ERRORS] > requests or values[_LATENCY_MET] > requests:
+        raise MalformedStateError("counts exceed the requests")
     return RouteCounts.of(
         values,
         _count_map(raw[-2], "latency buckets", requests),

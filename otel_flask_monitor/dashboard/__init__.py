@@ -77,10 +77,16 @@ def health_document(state: MonitorState, sample_system: Callable[[], Any]) -> di
 
 def _objectives_burning(state: MonitorState) -> list[dict[str, Any]]:
     """Routes whose objectives burn faster than the page alert's factor over both windows
-    (aggregates/live_objectives.py); read from the stats document only when objectives are declared."""
-    if not state.settings.objectives:
+    (aggregates/live_objectives.py); read from the stats document only when objectives are declared
+    (by the option or ``@objective``). A failure here is counted, never a failed health check."""
+    source = state.aggregates.objectives
+    if source is None or not source.objective_table():
         return []
-    return burning(state.stats_document().get("objectives", []))
+    try:
+        return burning(state.stats_document().get("objectives", []))
+    except Exception:
+        state.failures.report("objectives_burning")
+        return []
 
 
 def answers_document(state: MonitorState, rules: Iterable[UrlRule]) -> dict[str, Any]:
