@@ -63,13 +63,7 @@ class RecordSignals:
         return attributes if self._bound is None else self._bound.fit(attributes)
 
     def __call__(self, record: RequestRecord) -> None:
-        span_attributes = None
-        if self._spans is not None:
-            try:
-                span_attributes = self.attributes(record)
-                self._spans.enrich(record, span_attributes)
-            except Exception:
-                self._failures.report("consumer 'span'")
+        span_attributes = self._write_span(self._spans, record) if self._spans is not None else None
         if self._logger is not None:
             try:
                 sample_rate = self._sampler.sample_rate(record)
@@ -100,7 +94,16 @@ class RecordSignals:
     def enrich_span(self, record: RequestRecord) -> None:
         """Only the span, now: a streamed body's span ends before its record is complete."""
         if self._spans is not None:
-            try:
-                self._spans.enrich(record, self.attributes(record))
-            except Exception:  # the record must still reach the other consumers at the body's end
-                self._failures.report("consumer 'span'")
+            self._write_span(self._spans, record)
+
+    def _write_span(self, spans: SpanWriter, record: RequestRecord) -> dict[str, AttributeValue] | None:
+        """Write the span; a failure is counted and never stops the record's other consumers (nor,
+        for a streamed body, its dispatch when the body ends). Returns the attributes built for the
+        span (None if building them failed), which the log record takes its selection from."""
+        attributes = None
+        try:
+            attributes = self.attributes(record)
+            spans.enrich(record, attributes)
+        except Exception:
+            self._failures.report("consumer 'span'")
+        return attributes
