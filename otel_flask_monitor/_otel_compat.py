@@ -247,7 +247,8 @@ FAST_EXPORT_CHECKS: Final[tuple[tuple[str, Callable[[Any], bool]], ...]] = (
 """What :mod:`otel_flask_monitor.otlp_exporters` reads on an OTLP/HTTP span or log exporter."""
 
 
-def _read_path(value: object, dotted: str) -> Any:
+def read_attribute_path(value: object, dotted: str) -> Any:
+    """``value.a.b`` for ``dotted`` = ``"a.b"`` (an ``AttributeError`` names the missing link)."""
     for name in dotted.split("."):
         value = getattr(value, name)
     return value
@@ -258,7 +259,7 @@ def fast_export_internals_present(exporter: object) -> bool:
     reads around its encoding (the SDK's own ``export()``, repeated)."""
     try:
         _lazy("RequestPayloadTooLargeError")
-        return all(check(_read_path(exporter, path)) for path, check in FAST_EXPORT_CHECKS)
+        return all(check(read_attribute_path(exporter, path)) for path, check in FAST_EXPORT_CHECKS)
     except (ImportError, AttributeError):
         return False
 

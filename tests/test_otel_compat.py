@@ -48,9 +48,7 @@ def private_surface_problems(entries: tuple[names.PrivateName, ...] = names.PRIV
                 elif entry.owner == "logger":
                     value = __import__(entry.path, fromlist=["_"])
                 else:
-                    value = objects[entry.owner]
-                    for name in entry.path.split("."):
-                        value = getattr(value, name)
+                    value = compat.read_attribute_path(objects[entry.owner], entry.path)
                 holds = entry.holds(value)
             except Exception as error:
                 problems.append(f"{where}: {type(error).__name__}: {error}")
