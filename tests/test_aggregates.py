@@ -24,6 +24,7 @@ from otel_flask_monitor.aggregates import OVERFLOW_ROUTE, AggregateStore
 from otel_flask_monitor.config import resolve_settings
 from otel_flask_monitor.record import UNMATCHED_ROUTE, ExceptionInfo, RequestRecord
 from tests.support.clock import FakeClock
+from tests.support.records import make_record as record_of
 
 
 def new_store(clock: Callable[[], float] = time.time, **options: int) -> AggregateStore:
@@ -34,35 +35,13 @@ def new_store(clock: Callable[[], float] = time.time, **options: int) -> Aggrega
 def make_record(
     route: str | None = "/items/<int:item_id>",
     *,
-    method: str = "GET",
     status: int = 200,
     duration_ms: float = 10.0,
-    path: str = "/items/1",
-    exception: ExceptionInfo | None = None,
-    trace_id: str | None = None,
-    user_agent: str | None = "pytest",
-    request_size: int | None = None,
-    response_size: int | None = 20,
+    **fields: Any,
 ) -> RequestRecord:
-    return RequestRecord(
-        method=method,
-        route=route,
-        path=path,
-        query="",
-        scheme="http",
-        status_code=status,
-        request_size=request_size,
-        response_size=response_size,
-        content_type="application/json",
-        client_address="127.0.0.1",
-        user_agent=user_agent,
-        server_address="localhost",
-        duration_ms=duration_ms,
-        cpu_ms=0.1,
-        end_time_ns=0,
-        trace_id=trace_id,
-        exception=exception,
-    )
+    """tests/support/records.py's record, positional by route and with the store tests' defaults."""
+    defaults = {"response_size": 20, "cpu_ms": 0.1, "end_time_ns": 0}
+    return record_of(**(defaults | fields), route=route, status_code=status, duration_ms=duration_ms)
 
 
 def route_row(snapshot: dict[str, Any], route: str, method: str = "GET") -> dict[str, Any]:
